@@ -1,0 +1,46 @@
+# reconciler: `make run` and `make test` are the whole quick start.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+EXAMPLES ?= examples
+PYTEST_ARGS ?=
+
+.PHONY: run test lint specs check-specs services bench clean install
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the daemon on examples/ with the embedded SQLite database (Ctrl-C stops it).
+run: $(STAMP)
+	$(BIN)/reconciler run --manifests $(EXAMPLES)
+
+lint: $(STAMP)
+	$(BIN)/ruff check reconciler tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+## Regenerate specs/ from the code.
+specs: $(STAMP)
+	$(BIN)/python -m reconciler.cli.specs specs
+
+services:
+	bash tests/services/ensure-services.sh
+
+## Lint, start the services the tests need, run the whole suite.
+test: lint services
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python tests/bench/reconcile.py
+
+clean:
+	rm -rf $(VENV) .reconciler .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The ``reconciler`` command line. Imports are lazy so ``--help`` and ``validate`` start fast."""

@@ -1,0 +1,359 @@
+"""The Task manifest (``apiVersion: reconciler/v1``, ``kind: Task``) and its inner form.
+
+Two representations on purpose:
+
+* :class:`TaskManifest` and friends are frozen pydantic models: the edge where YAML
+  written by people is validated. Unknown fields are errors (typos must not pass
+  silently), types are strict (``suspend: "yes"`` is an error, not ``True``), and the
+  JSON Schema in ``specs/task.schema.json`` is generated from them.
+* :class:`TaskDef` is a plain frozen dataclass used everywhere inside: the task's
+  name, its canonical spec as JSON-compatible data, the hash of that spec and where it
+  came from. The canonical spec leaves out values equal to their defaults and prints
+  durations in one form, so ``timeout: 90s`` and ``timeout: 1m30s`` are the same spec,
+  and writing a default explicitly is not a change.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from reconciler.core.durations import format_duration, parse_duration
+from reconciler.core.errors import DurationError, ScheduleError
+from reconciler.core.schedule import check_schedule, check_time_zone
+
+API_VERSION = "reconciler/v1"
+KIND = "Task"
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+LABEL_KEY_PATTERN = (
+    r"^([a-z0-9A-Z]([-a-z0-9A-Z.]*[a-z0-9A-Z])?/)?[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$"
+)
+LABEL_VALUE_PATTERN = r"^([a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?)?$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class ConcurrencyPolicy(enum.StrEnum):
+    """What to do when a slot comes while the previous run is still active."""
+
+    FORBID = "Forbid"
+    ALLOW = "Allow"
+    REPLACE = "Replace"
+
+
+class CatchUpPolicy(enum.StrEnum):
+    """What to do with slots missed during downtime."""
+
+    NONE = "None"
+    LATEST = "Latest"
+    ALL = "All"
+
+
+def _duration(value: object) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    try:
+        return parse_duration(value)
+    except DurationError as exc:
+        raise ValueError(str(exc)) from None
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$",
+            "description": "Duration with units, Go/Kubernetes style: 90s, 1m30s, 2h, 500ms.",
+        }
+    ),
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        strict=True,
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        hide_input_in_errors=True,
+    )
+
+
+class FromEnv(_Frozen):
+    """Take the value from the daemon's environment variable at run time."""
+
+    from_env: str = Field(pattern=ENV_NAME_PATTERN, max_length=256)
+
+
+class FromFile(_Frozen):
+    """Take the value from a file (e.g. a mounted Secret) at run time."""
+
+    from_file: str = Field(min_length=2, max_length=4096, pattern=r"^/")
+
+
+EnvValue = Annotated[str, Field(max_length=65536)] | FromEnv | FromFile
+
+
+class HttpTarget(_Frozen):
+    """Call an HTTP endpoint; the run succeeds when the status matches ``successStatus``."""
+
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "POST"
+    url: str = Field(pattern=r"^https?://[^\s/$.?#][^\s]*$", max_length=8192)
+    headers: dict[Annotated[str, Field(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")], EnvValue] = {}
+    body: str = Field(default="", max_length=1 << 20)
+    success_status: str = Field(
+        default="2xx",
+        pattern=r"^([1-5](xx|[0-9][0-9]))(,[1-5](xx|[0-9][0-9]))*$",
+        description="Comma-separated status codes or classes, e.g. '2xx' or '200,204,3xx'.",
+    )
+
+
+class RunSpec(_Frozen):
+    """What a run executes: exactly one of ``command``, ``shell``, ``http`` or ``python``."""
+
+    command: list[Annotated[str, Field(max_length=65536)]] | None = Field(
+        default=None, min_length=1, max_length=4096
+    )
+    shell: str | None = Field(default=None, min_length=1, max_length=1 << 20)
+    http: HttpTarget | None = None
+    python: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$",
+        description="'package.module:function', called with a RunContext in a child process.",
+    )
+    env: dict[Annotated[str, Field(pattern=ENV_NAME_PATTERN, max_length=256)], EnvValue] = {}
+    working_dir: str | None = Field(default=None, pattern=r"^/", max_length=4096)
+
+    @model_validator(mode="after")
+    def _exactly_one_target(self) -> RunSpec:
+        given = [k for k in ("command", "shell", "http", "python") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "exactly one of command, shell, http or python is required"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        for k in ("command", "shell", "http", "python"):
+            if getattr(self, k) is not None:
+                return k
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+class Retries(_Frozen):
+    """Failed runs are retried as new attempts of the same slot, with exponential backoff."""
+
+    limit: int = Field(default=0, ge=0, le=100)
+    backoff: Duration = timedelta(seconds=10)
+    max_backoff: Duration = timedelta(minutes=5)
+
+
+class History(_Frozen):
+    """How many finished runs of each kind are kept per task."""
+
+    successful: int = Field(default=20, ge=0, le=100_000)
+    failed: int = Field(default=50, ge=0, le=100_000)
+
+
+class TaskSpec(_Frozen):
+    """When and how a task runs."""
+
+    schedule: str = Field(
+        max_length=1024,
+        description=(
+            "5-field cron, or 6 fields with seconds first; @yearly @annually @monthly @weekly "
+            "@daily @midnight @hourly; or '@every <duration>'."
+        ),
+    )
+    time_zone: str = Field(default="UTC", max_length=128, description="IANA time zone name.")
+    suspend: bool = False
+    run: RunSpec
+    timeout: Duration | None = None
+    concurrency_policy: Literal["Forbid", "Allow", "Replace"] = "Forbid"
+    starting_deadline: Duration | None = None
+    catch_up: Literal["None", "Latest", "All"] = "Latest"
+    max_catch_up: int = Field(default=10, ge=1, le=10_000)
+    retries: Retries = Retries()
+    history: History = History()
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_schedule(cls, value: str) -> str:
+        try:
+            check_schedule(value)
+        except ScheduleError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("time_zone")
+    @classmethod
+    def _valid_zone(cls, value: str) -> str:
+        try:
+            check_time_zone(value)
+        except ScheduleError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+
+class Metadata(_Frozen):
+    name: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN)
+    labels: dict[
+        Annotated[str, Field(max_length=253, pattern=LABEL_KEY_PATTERN)],
+        Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)],
+    ] = {}
+    annotations: dict[
+        Annotated[str, Field(max_length=253, pattern=LABEL_KEY_PATTERN)],
+        Annotated[str, Field(max_length=65536)],
+    ] = {}
+
+
+class TaskManifest(_Frozen):
+    """One ``kind: Task`` document."""
+
+    model_config = ConfigDict(
+        title="Task",
+        json_schema_extra={"description": "A reconciler Task manifest (apiVersion reconciler/v1)."},
+    )
+
+    api_version: Literal["reconciler/v1"] = Field(alias="apiVersion")
+    kind: Literal["Task"]
+    metadata: Metadata
+    spec: TaskSpec
+
+    def canonical(self) -> dict[str, Any]:
+        """The manifest as JSON data without default values (what is stored and hashed)."""
+        data: dict[str, Any] = self.model_dump(mode="json", exclude_defaults=True)
+        return data
+
+
+# --------------------------------------------------------------------------- inner form
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestError:
+    """A problem with one manifest, located as precisely as the input allows."""
+
+    file: str
+    message: str
+    line: int | None = None
+    column: int | None = None
+    task: str | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        parts = [where]
+        if self.task:
+            parts.append(self.task)
+        if self.field:
+            parts.append(self.field)
+        parts.append(self.message)
+        return ": ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "task": self.task,
+            "field": self.field,
+            "message": self.message,
+        }
+
+
+def spec_hash(document: dict[str, Any]) -> str:
+    """Stable hash of a canonical manifest document (metadata and spec)."""
+    raw = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDef:
+    """A validated task as found in the manifests: the desired state of one task."""
+
+    name: str
+    document: dict[str, Any] = field(compare=False, hash=False)
+    hash: str
+    source_file: str
+    source_line: int = 1
+
+    @classmethod
+    def from_manifest(
+        cls, manifest: TaskManifest, source_file: str, source_line: int = 1
+    ) -> TaskDef:
+        doc = manifest.canonical()
+        return cls(manifest.metadata.name, doc, spec_hash(doc), source_file, source_line)
+
+    @classmethod
+    def from_document(
+        cls, document: dict[str, Any], source_file: str, source_line: int = 1
+    ) -> TaskDef:
+        """Rebuild from stored canonical JSON (validated again, so it round-trips)."""
+        return cls.from_manifest(TaskManifest.model_validate(document), source_file, source_line)
+
+    def manifest(self) -> TaskManifest:
+        return TaskManifest.model_validate(self.document)
+
+    @property
+    def schedule(self) -> str:
+        return str(self.document["spec"]["schedule"])
+
+    @property
+    def time_zone(self) -> str:
+        return str(self.document["spec"].get("timeZone", "UTC"))
+
+    @property
+    def suspend(self) -> bool:
+        return bool(self.document["spec"].get("suspend", False))
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.document.get("metadata", {}).get("labels", {}))
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredState:
+    """Everything the manifests directory says, including what could not be read.
+
+    ``failed_files`` are files with at least one error; the plan keeps every task that
+    came from one of them unchanged. ``frozen_names`` are names whose definition is in
+    doubt (declared twice); the plan keeps those unchanged too.
+    """
+
+    tasks: tuple[TaskDef, ...]
+    errors: tuple[ManifestError, ...] = ()
+    failed_files: frozenset[str] = frozenset()
+    frozen_names: frozenset[str] = frozenset()
+    files: frozenset[str] = frozenset()
+    directory_missing: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not self.directory_missing

@@ -1,0 +1,248 @@
+"""``plan(desired, actual) -> Plan``: the pure heart of reconciliation.
+
+Like kopf's ``diff()``, planning has no side effects and returns an immutable value.
+Everything that writes (the store's ``apply``) consumes a :class:`Plan`, so the dry-run
+``reconciler diff`` and the real ``reconciler apply`` can never disagree about what
+would happen.
+
+The GitOps safety rules live here, where they can be tested one by one:
+
+* a task whose source file now fails to load is **kept** unchanged, never deleted;
+* a name declared twice is frozen (both definitions are in doubt);
+* an empty or missing manifests directory deletes nothing unless ``allow_empty``;
+* deleting more than ``max_delete`` tasks is refused unless ``force``;
+* a runtime suspend override is reported as drift and never undone by apply.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.core.model import DesiredState, ManifestError, TaskDef, TaskManifest
+from reconciler.core.runtime import ActualTask, SuspendOverride
+
+UNSET: Any = None  # how an absent value prints in a field change
+
+
+class Action(enum.StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    UNCHANGED = "unchanged"
+    KEEP = "keep"  # frozen by an error: left exactly as it is in the table
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChange:
+    path: str
+    old: Any
+    new: Any
+
+
+@dataclass(frozen=True, slots=True)
+class TaskChange:
+    name: str
+    action: Action
+    desired: TaskDef | None = None
+    actual: ActualTask | None = None
+    changes: tuple[FieldChange, ...] = ()
+    reason: str | None = None
+
+    @property
+    def spec_changed(self) -> bool:
+        """True when the generation must be bumped (the spec, not just the source, changed)."""
+        return (
+            self.action is Action.UPDATE
+            and self.desired is not None
+            and self.actual is not None
+            and self.desired.hash != self.actual.hash
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    """A difference between git and the table that apply deliberately leaves alone."""
+
+    name: str
+    message: str
+    override: SuspendOverride
+
+
+@dataclass(frozen=True, slots=True)
+class SafetyOptions:
+    allow_empty: bool = False
+    max_delete: int = 10
+    force: bool = False
+    strict: bool = False
+
+
+DEFAULT_SAFETY = SafetyOptions()
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    changes: tuple[TaskChange, ...]
+    errors: tuple[ManifestError, ...] = ()
+    drift: tuple[Drift, ...] = ()
+    refusals: tuple[str, ...] = ()
+
+    def of(self, action: Action) -> tuple[TaskChange, ...]:
+        return tuple(c for c in self.changes if c.action is action)
+
+    @property
+    def creates(self) -> tuple[TaskChange, ...]:
+        return self.of(Action.CREATE)
+
+    @property
+    def updates(self) -> tuple[TaskChange, ...]:
+        return self.of(Action.UPDATE)
+
+    @property
+    def deletes(self) -> tuple[TaskChange, ...]:
+        return self.of(Action.DELETE)
+
+    @property
+    def kept(self) -> tuple[TaskChange, ...]:
+        return self.of(Action.KEEP)
+
+    def count(self, action: Action) -> int:
+        return sum(1 for c in self.changes if c.action is action)
+
+    @property
+    def has_changes(self) -> bool:
+        return any(c.action in (Action.CREATE, Action.UPDATE, Action.DELETE) for c in self.changes)
+
+    @property
+    def refused(self) -> bool:
+        return bool(self.refusals)
+
+
+def plan(
+    desired: DesiredState,
+    actual: Iterable[ActualTask],
+    options: SafetyOptions = DEFAULT_SAFETY,
+) -> Plan:
+    """Compare the manifests with the runtime table and say what apply would do."""
+    actual_by_name = {t.name: t for t in actual}
+    desired_by_name: dict[str, TaskDef] = {}
+    for task in desired.tasks:
+        if task.name not in desired.frozen_names:
+            desired_by_name[task.name] = task
+
+    changes: list[TaskChange] = []
+    drift: list[Drift] = []
+    empty_guard = _empty_guard(desired, actual_by_name, options)
+
+    for name in sorted(actual_by_name.keys() | desired_by_name.keys() | desired.frozen_names):
+        have = actual_by_name.get(name)
+        want = desired_by_name.get(name)
+        frozen = _frozen_reason(name, have, want, desired)
+        if frozen is not None:
+            if have is not None:
+                changes.append(TaskChange(name, Action.KEEP, want, have, reason=frozen))
+        elif have is None:
+            assert want is not None
+            changes.append(TaskChange(name, Action.CREATE, desired=want))
+        elif want is None:
+            if empty_guard:
+                changes.append(TaskChange(name, Action.KEEP, None, have, reason=empty_guard))
+            else:
+                changes.append(TaskChange(name, Action.DELETE, actual=have))
+        elif want.hash == have.hash and want.source_file == have.source_file:
+            changes.append(TaskChange(name, Action.UNCHANGED, want, have))
+        else:
+            changes.append(
+                TaskChange(name, Action.UPDATE, want, have, changes=field_changes(want, have))
+            )
+        if have is not None and have.override is not None and _is_drift(have, want):
+            state = "suspended" if have.override.suspended else "resumed"
+            by = f" by {have.override.actor}" if have.override.actor else ""
+            note = f": {have.override.note}" if have.override.note else ""
+            drift.append(Drift(name, f"{state} at run time{by}{note}", have.override))
+
+    refusals = _refusals(desired, changes, options)
+    return Plan(tuple(changes), tuple(desired.errors), tuple(drift), tuple(refusals))
+
+
+def _frozen_reason(
+    name: str, have: ActualTask | None, want: TaskDef | None, desired: DesiredState
+) -> str | None:
+    if name in desired.frozen_names:
+        return "name declared more than once; fix the duplicate to apply changes"
+    if have is not None and have.source_file in desired.failed_files:
+        return f"source file {have.source_file} failed to load"
+    if want is not None and want.source_file in desired.failed_files:
+        return f"source file {want.source_file} has errors"
+    return None
+
+
+def _empty_guard(
+    desired: DesiredState, actual: Mapping[str, ActualTask], options: SafetyOptions
+) -> str | None:
+    if desired.tasks or desired.failed_files or not actual or options.allow_empty:
+        return None
+    if desired.directory_missing:
+        return "manifests directory is missing; refusing to delete every task (use --allow-empty)"
+    return "manifests directory has no tasks; refusing to delete every task (use --allow-empty)"
+
+
+def _refusals(
+    desired: DesiredState, changes: list[TaskChange], options: SafetyOptions
+) -> list[str]:
+    reasons = []
+    deletes = sum(1 for c in changes if c.action is Action.DELETE)
+    if deletes > options.max_delete and not options.force:
+        reasons.append(
+            f"plan deletes {deletes} tasks, more than --max-delete {options.max_delete}; "
+            "use --force to apply it"
+        )
+    if options.strict and (desired.errors or desired.directory_missing):
+        reasons.append(
+            f"{len(desired.errors)} manifest error(s) and --strict is set; nothing is applied"
+        )
+    return reasons
+
+
+def _is_drift(have: ActualTask, want: TaskDef | None) -> bool:
+    assert have.override is not None
+    in_git = want.suspend if want is not None else have.suspended_in_git
+    return have.override.suspended != in_git
+
+
+# ----------------------------------------------------------------------------- diff
+
+
+def _effective(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The document with defaults filled in, for a readable old -> new diff."""
+    try:
+        full: dict[str, Any] = TaskManifest.model_validate(document).model_dump(mode="json")
+        return full
+    except ValueError:  # a stored row from an older, looser version: show it as stored
+        return dict(document)
+
+
+def field_changes(want: TaskDef, have: ActualTask) -> tuple[FieldChange, ...]:
+    """Field paths that differ between the table's row and the manifest, old -> new."""
+    out: list[FieldChange] = []
+    if want.hash != have.hash:
+        _diff(_effective(have.document), _effective(want.document), "", out)
+    if want.source_file != have.source_file:
+        out.append(FieldChange("source.file", have.source_file, want.source_file))
+    return tuple(out)
+
+
+def _diff(old: Any, new: Any, prefix: str, out: list[FieldChange]) -> None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(old.keys() | new.keys(), key=str):
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key not in old:
+                out.append(FieldChange(path, UNSET, new[key]))
+            elif key not in new:
+                out.append(FieldChange(path, old[key], UNSET))
+            else:
+                _diff(old[key], new[key], path, out)
+    elif old != new:
+        out.append(FieldChange(prefix, old, new))

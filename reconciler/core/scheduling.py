@@ -1,0 +1,264 @@
+"""Scheduling decisions: pure functions of (task policy, slot, now, what is running).
+
+The daemon's loop only moves time and performs side effects; *what* to do at a slot
+is decided here, so every policy (missed slots, catch-up, concurrency, retries) is
+unit-tested with plain values and a fake clock.
+
+Vocabulary: a *slot* is an exact UTC instant produced by the schedule; a *run* is one
+attempt at a slot; *lateness* is the run's actual start minus its slot.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from reconciler.core.model import CatchUpPolicy, ConcurrencyPolicy, TaskManifest
+from reconciler.core.runtime import Trigger
+from reconciler.core.schedule import Schedule
+
+#: How many individual ``missed`` rows one recovery writes per task at most; older
+#: missed slots are summarised in the reason of the oldest recorded one.
+MAX_MISSED_RECORDS = 100
+_EPSILON = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPolicy:
+    """What the scheduler needs to know about one task (derived from its manifest)."""
+
+    name: str
+    generation: int
+    schedule: Schedule
+    suspended: bool
+    concurrency: ConcurrencyPolicy
+    starting_deadline: timedelta | None
+    catch_up: CatchUpPolicy
+    max_catch_up: int
+    retry_limit: int
+    backoff: timedelta
+    max_backoff: timedelta
+    timeout: timedelta | None
+    keep_successful: int
+    keep_failed: int
+    manifest: TaskManifest = field(compare=False, repr=False)
+
+    @classmethod
+    def from_document(
+        cls, name: str, generation: int, document: dict[str, Any], suspended: bool
+    ) -> TaskPolicy:
+        m = TaskManifest.model_validate(document)
+        s = m.spec
+        return cls(
+            name=name,
+            generation=generation,
+            schedule=Schedule.parse(s.schedule, s.time_zone),
+            suspended=suspended,
+            concurrency=ConcurrencyPolicy(s.concurrency_policy),
+            starting_deadline=s.starting_deadline,
+            catch_up=CatchUpPolicy(s.catch_up),
+            max_catch_up=s.max_catch_up,
+            retry_limit=s.retries.limit,
+            backoff=s.retries.backoff,
+            max_backoff=s.retries.max_backoff,
+            timeout=s.timeout,
+            keep_successful=s.history.successful,
+            keep_failed=s.history.failed,
+            manifest=m,
+        )
+
+
+class Verdict(enum.StrEnum):
+    RUN = "run"
+    MISSED = "missed"
+    SKIPPED = "skipped"
+    REPLACE = "replace"  # cancel the active run(s), then run
+
+
+@dataclass(frozen=True, slots=True)
+class SlotDecision:
+    slot: datetime
+    verdict: Verdict
+    trigger: Trigger = Trigger.SCHEDULE
+    reason: str | None = None
+
+
+def _late(policy: TaskPolicy, slot: datetime, now: datetime) -> str | None:
+    deadline = policy.starting_deadline
+    if deadline is not None and now - slot > deadline:
+        late = (now - slot).total_seconds()
+        return (
+            f"started too late: {late:.3f}s after the slot, past startingDeadline "
+            f"{deadline.total_seconds():g}s"
+        )
+    return None
+
+
+def decide_slot(policy: TaskPolicy, slot: datetime, now: datetime, active: int) -> SlotDecision:
+    """What to do with a slot that has come due at ``now``."""
+    reason = _late(policy, slot, now)
+    if reason is not None:
+        return SlotDecision(slot, Verdict.MISSED, reason=reason)
+    if active:
+        if policy.concurrency is ConcurrencyPolicy.FORBID:
+            return SlotDecision(slot, Verdict.SKIPPED, reason="previous run active")
+        if policy.concurrency is ConcurrencyPolicy.REPLACE:
+            return SlotDecision(slot, Verdict.REPLACE, reason="replaces the previous run")
+    return SlotDecision(slot, Verdict.RUN)
+
+
+def recover_missed(
+    policy: TaskPolicy, last_slot: datetime | None, now: datetime, *, cause: str = "downtime"
+) -> list[SlotDecision]:
+    """Decide the slots in ``(last_slot, now]`` that nobody ran (after downtime or overload).
+
+    * slots older than ``startingDeadline`` are recorded missed;
+    * ``catchUp: None`` records every one missed; ``Latest`` runs the most recent and
+      records the others missed; ``All`` runs the newest ``maxCatchUp`` (oldest first)
+      and records the rest missed.
+
+    Only the newest :data:`MAX_MISSED_RECORDS` missed slots get a row each; the oldest
+    recorded one says that earlier ones exist.
+    """
+    if last_slot is None or last_slot >= now:
+        return []
+    # Walk backwards from now: only the newest slots matter, so a long outage costs
+    # no more than a short one.
+    window = MAX_MISSED_RECORDS + policy.max_catch_up
+    newest_first: list[datetime] = []
+    cursor = policy.schedule.previous_before(now)
+    while cursor is not None and cursor > last_slot and len(newest_first) < window:
+        newest_first.append(cursor)
+        cursor = policy.schedule.previous_before(cursor - _EPSILON)
+    truncated = cursor is not None and cursor > last_slot
+    recent = newest_first[::-1]
+    if not recent:
+        return []
+    runnable = [s for s in recent if _late(policy, s, now) is None]
+    if policy.catch_up is CatchUpPolicy.NONE:
+        run: list[datetime] = []
+    elif policy.catch_up is CatchUpPolicy.LATEST:
+        run = runnable[-1:]
+    else:
+        run = runnable[-policy.max_catch_up :]
+    chosen = set(run)
+    why = {
+        CatchUpPolicy.NONE: "catchUp is None",
+        CatchUpPolicy.LATEST: "catchUp is Latest: only the most recent slot runs",
+        CatchUpPolicy.ALL: f"more than maxCatchUp {policy.max_catch_up} slots missed",
+    }[policy.catch_up]
+    missed: list[SlotDecision] = []
+    for slot in recent:
+        if slot in chosen:
+            continue
+        late = _late(policy, slot, now)
+        missed.append(
+            SlotDecision(slot, Verdict.MISSED, Trigger.CATCH_UP, f"{cause}: {late or why}")
+        )
+    dropped = len(missed) > MAX_MISSED_RECORDS
+    missed = missed[-MAX_MISSED_RECORDS:]
+    if missed and (truncated or dropped):
+        first = missed[0]
+        missed[0] = SlotDecision(
+            first.slot, first.verdict, first.trigger,
+            f"{first.reason} (earlier missed slots since {last_slot.isoformat()} are not "
+            "recorded one by one)",
+        )
+    out = missed + [SlotDecision(s, Verdict.RUN, Trigger.CATCH_UP) for s in run]
+    out.sort(key=lambda d: d.slot)
+    return out
+
+
+def retry_delay(failed_attempt: int, backoff: timedelta, max_backoff: timedelta) -> timedelta:
+    """Exponential backoff: ``backoff * 2**(attempt-1)``, capped at ``max_backoff``."""
+    factor: int = 2 ** max(0, min(failed_attempt - 1, 40))
+    delay: timedelta = min(backoff * factor, max_backoff)
+    return delay
+
+
+# --------------------------------------------------------------------------- timeline
+
+
+class EntryKind(enum.StrEnum):
+    SLOT = "slot"
+    RETRY = "retry"
+
+
+@dataclass(order=True, slots=True)
+class Entry:
+    at: datetime
+    seq: int
+    name: str = field(compare=False)
+    kind: EntryKind = field(compare=False)
+    generation: int = field(compare=False)
+    slot: datetime = field(compare=False)
+    attempt: int = field(compare=False, default=1)
+    cancelled: bool = field(compare=False, default=False)
+
+
+class Timeline:
+    """One heap of upcoming (instant, task) entries for every task.
+
+    Each task has at most one live SLOT entry; replacing it marks the old one
+    cancelled (lazy deletion), so updates are O(log n) and nothing polls every task.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[Entry] = []
+        self._slots: dict[str, Entry] = {}
+        self._retries: dict[tuple[str, datetime, int], Entry] = {}
+        self._seq = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._slots) + len(self._retries)
+
+    def set_slot(self, name: str, slot: datetime | None, generation: int) -> None:
+        old = self._slots.pop(name, None)
+        if old is not None:
+            old.cancelled = True
+        if slot is not None:
+            entry = Entry(slot, next(self._seq), name, EntryKind.SLOT, generation, slot)
+            self._slots[name] = entry
+            heapq.heappush(self._heap, entry)
+
+    def add_retry(
+        self, name: str, at: datetime, slot: datetime, attempt: int, generation: int
+    ) -> None:
+        entry = Entry(at, next(self._seq), name, EntryKind.RETRY, generation, slot, attempt)
+        self._retries[(name, slot, attempt)] = entry
+        heapq.heappush(self._heap, entry)
+
+    def remove(self, name: str) -> None:
+        self.set_slot(name, None, 0)
+        for key in [k for k in self._retries if k[0] == name]:
+            self._retries.pop(key).cancelled = True
+
+    def slot_of(self, name: str) -> datetime | None:
+        e = self._slots.get(name)
+        return e.slot if e else None
+
+    def next_at(self) -> datetime | None:
+        while self._heap and self._heap[0].cancelled:
+            heapq.heappop(self._heap)
+        return self._heap[0].at if self._heap else None
+
+    def pop_due(self, now: datetime) -> list[Entry]:
+        due: list[Entry] = []
+        while self._heap and (self._heap[0].cancelled or self._heap[0].at <= now):
+            e = heapq.heappop(self._heap)
+            if e.cancelled:
+                continue
+            if e.kind is EntryKind.SLOT:
+                self._slots.pop(e.name, None)
+            else:
+                self._retries.pop((e.name, e.slot, e.attempt), None)
+            due.append(e)
+        return due
+
+    def names(self) -> Iterable[str]:
+        return self._slots.keys()

@@ -1,0 +1,481 @@
+"""The scheduler: one timeline for every task, runs claimed, executed and recorded.
+
+Design:
+
+* :class:`~reconciler.core.scheduling.Timeline` holds the next slot of every task in a
+  heap; the loop sleeps until the earliest entry or until something wakes it (a
+  change, a trigger, a finished run). Nothing polls every task every tick.
+* At a slot the pure :func:`~reconciler.core.scheduling.decide_slot` says run, skip,
+  replace or miss; this module only carries the decision out.
+* A run row is written *before* the executor starts (status ``running``), so a crash
+  leaves a row that the next start marks ``abandoned``: a run is never lost.
+* ``tick()`` processes everything due at ``clock.now()``; tests drive it with a fake
+  clock and never sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from reconciler.core.clock import Clock
+from reconciler.core.errors import DuplicateRunError, ReconcilerError
+from reconciler.core.protocols import (
+    Claim,
+    Claimer,
+    ExecutionRequest,
+    ExecutionResult,
+    Executor,
+    NewRun,
+)
+from reconciler.core.runtime import ActualTask, RunRecord, RunStatus, Trigger
+from reconciler.core.scheduling import (
+    Entry,
+    EntryKind,
+    SlotDecision,
+    TaskPolicy,
+    Timeline,
+    Verdict,
+    decide_slot,
+    recover_missed,
+    retry_delay,
+)
+from reconciler.daemon.worker import StoreWorker
+
+log = logging.getLogger("reconciler.scheduler")
+
+RETRYABLE = (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED)
+
+
+@dataclass
+class SchedulerConfig:
+    replica: str = "local"
+    max_concurrent_runs: int = 16
+    max_queued_runs: int = 10_000
+    output_limit: int = 64 * 1024
+    kill_grace: timedelta = timedelta(seconds=5)
+    prune_every: int = 10  # prune a task's history after every N finished runs
+
+
+@dataclass
+class ActiveRun:
+    record: RunRecord
+    claim: Claim
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    cancel_status: RunStatus | None = None
+    cancel_reason: str | None = None
+    output: list[str] = field(default_factory=list)
+    output_size: int = 0
+
+
+@dataclass
+class TaskState:
+    policy: TaskPolicy
+    active: dict[int, ActiveRun] = field(default_factory=dict)
+    finished_since_prune: int = 0
+
+
+class _Events:
+    """Executor callbacks for one run: live output (bounded) and throttled progress."""
+
+    def __init__(self, scheduler: Scheduler, active: ActiveRun) -> None:
+        self._s = scheduler
+        self._a = active
+        self._last_progress = -1e9
+
+    def output(self, text: str) -> None:
+        a = self._a
+        a.output.append(text)
+        a.output_size += len(text)
+        while a.output_size > self._s.config.output_limit and len(a.output) > 1:
+            a.output_size -= len(a.output.pop(0))
+
+    def progress(self, percent: float | None, message: str | None) -> None:
+        now = self._s.clock.monotonic()
+        if now - self._last_progress < 1.0 and percent not in (0, 100):
+            return
+        self._last_progress = now
+        self._s._spawn(
+            self._s.worker.call(
+                self._s.store.update_run,
+                self._a.record.id,
+                fencing_token=self._a.claim.token,
+                progress_percent=percent,
+                progress_message=message,
+            )
+        )
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: Any,
+        worker: StoreWorker,
+        claimer: Claimer,
+        executor: Executor,
+        clock: Clock,
+        config: SchedulerConfig | None = None,
+        on_run_finished: Callable[[RunRecord], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.worker = worker
+        self.claimer = claimer
+        self.executor = executor
+        self.clock = clock
+        self.config = config or SchedulerConfig()
+        self.tasks: dict[str, TaskState] = {}
+        self.timeline = Timeline()
+        self.wake = asyncio.Event()
+        self.accepting = True
+        self._running_sem = asyncio.Semaphore(self.config.max_concurrent_runs)
+        self._queued = 0
+        self._background: set[asyncio.Task[Any]] = set()
+        self._runs: set[asyncio.Task[Any]] = set()
+        self._state_updates: dict[str, dict[str, datetime | None]] = {}
+        self._on_run_finished = on_run_finished
+
+    # ------------------------------------------------------------------ table sync
+
+    async def sync(self, tasks: Iterable[ActualTask], *, full: bool = True,
+                   recover: bool = False) -> None:
+        """Bring the in-memory tasks in line with rows of the runtime table.
+
+        ``full``: ``tasks`` is every live task (others are removed); otherwise only
+        the given tasks changed. ``recover``: decide the slots missed since each
+        task's ``last_slot_at`` (start-up after downtime).
+        """
+        now = self.clock.now()
+        seen = set()
+        for row in tasks:
+            seen.add(row.name)
+            state = self.tasks.get(row.name)
+            if (
+                state is not None
+                and state.policy.generation == row.generation
+                and state.policy.suspended == row.suspended
+            ):
+                continue
+            try:
+                policy = TaskPolicy.from_document(
+                    row.name, row.generation, row.document, row.suspended
+                )
+            except (ValueError, ReconcilerError) as exc:
+                log.error("task %s: stored spec is unusable: %s", row.name, exc)
+                continue
+            if state is None:
+                state = self.tasks[row.name] = TaskState(policy)
+            else:
+                state.policy = policy
+            if policy.suspended:
+                self.timeline.remove(row.name)
+                self._persist_next(row.name, None)
+                continue
+            if recover and row.last_slot_at is not None:
+                for decision in recover_missed(policy, row.last_slot_at, now):
+                    await self._carry_out(state, decision, now)
+            # A new, changed or resumed task continues from now: no burst of old slots.
+            self._plan_next(state, now)
+        if full:
+            for name in list(self.tasks):
+                if name not in seen:
+                    self.forget(name)
+        await self.flush_state()
+        self.wake.set()
+
+    def forget(self, name: str) -> None:
+        self.tasks.pop(name, None)
+        self.timeline.remove(name)
+
+    def _plan_next(self, state: TaskState, after: datetime) -> None:
+        nxt = state.policy.schedule.next_after(after)
+        self.timeline.set_slot(state.policy.name, nxt, state.policy.generation)
+        self._persist_next(state.policy.name, nxt)
+
+    def _persist_next(self, name: str, nxt: datetime | None) -> None:
+        self._state_updates.setdefault(name, {})["next_fire_at"] = nxt
+
+    async def flush_state(self) -> None:
+        if not self._state_updates:
+            return
+        updates, self._state_updates = self._state_updates, {}
+        try:
+            await self.worker.call(self.store.set_schedule_state, updates)
+        except ReconcilerError as exc:
+            log.warning("could not persist schedule state: %s", exc)
+            for k, v in updates.items():  # keep them for the next flush
+                self._state_updates.setdefault(k, {}).update(v)
+
+    # ----------------------------------------------------------------------- loop
+
+    def next_wakeup(self) -> datetime | None:
+        return self.timeline.next_at()
+
+    async def tick(self) -> int:
+        """Process every entry due at ``clock.now()``; return how many were handled."""
+        handled = 0
+        if not self.accepting:
+            return 0
+        now = self.clock.now()
+        for entry in self.timeline.pop_due(now):
+            state = self.tasks.get(entry.name)
+            if state is None or state.policy.generation != entry.generation:
+                continue
+            handled += 1
+            await self._handle(state, entry, self.clock.now())
+        await self.flush_state()
+        return handled
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            await self.tick()
+            self.wake.clear()
+            nxt = self.next_wakeup()
+            timeout = 1.0
+            if nxt is not None:
+                timeout = min(timeout, max(0.0, (nxt - self.clock.now()).total_seconds()))
+            if timeout <= 0:
+                continue
+            waker = loop.create_task(self.wake.wait())
+            stopper = loop.create_task(stop.wait())
+            try:
+                await asyncio.wait({waker, stopper}, timeout=timeout,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waker.cancel()
+                stopper.cancel()
+
+    async def _handle(self, state: TaskState, entry: Entry, now: datetime) -> None:
+        policy = state.policy
+        if entry.kind is EntryKind.SLOT:
+            # Next slot after this one: each slot is decided in turn, so an overloaded
+            # loop records late slots as missed (startingDeadline) instead of dropping them.
+            nxt = policy.schedule.next_after(entry.slot)
+            self.timeline.set_slot(policy.name, nxt, policy.generation)
+            self._persist_next(policy.name, nxt)
+            self._state_updates.setdefault(policy.name, {})["last_slot_at"] = entry.slot
+            decision = decide_slot(policy, entry.slot, now, len(state.active))
+            await self._carry_out(state, decision, now)
+        else:
+            decision = decide_slot(
+                _no_deadline(policy), entry.slot, now, len(state.active)
+            )
+            await self._carry_out(state, decision, now, attempt=entry.attempt,
+                                  trigger=Trigger.RETRY)
+
+    async def _carry_out(
+        self,
+        state: TaskState,
+        decision: SlotDecision,
+        now: datetime,
+        *,
+        attempt: int = 1,
+        trigger: Trigger | None = None,
+    ) -> None:
+        trig = trigger or decision.trigger
+        if decision.verdict in (Verdict.MISSED, Verdict.SKIPPED):
+            status = RunStatus.MISSED if decision.verdict is Verdict.MISSED else RunStatus.SKIPPED
+            await self._record_only(state, decision.slot, attempt, trig, status, decision.reason,
+                                    now)
+            return
+        if decision.verdict is Verdict.REPLACE:
+            for active in list(state.active.values()):
+                active.cancel_status = RunStatus.CANCELLED
+                active.cancel_reason = f"replaced by the run of slot {decision.slot.isoformat()}"
+                active.cancel.set()
+        await self.start_run(state, decision.slot, attempt, trig)
+
+    async def _record_only(
+        self, state: TaskState, slot: datetime, attempt: int, trigger: Trigger,
+        status: RunStatus, reason: str | None, now: datetime,
+    ) -> None:
+        run = NewRun(
+            task_name=state.policy.name, slot=slot, attempt=attempt, trigger=trigger,
+            status=status, replica=self.config.replica, finished_at=now, reason=reason,
+            generation=state.policy.generation,
+        )
+        try:
+            await self.worker.call(self.store.insert_run, run)
+        except DuplicateRunError:
+            pass
+        except ReconcilerError as exc:
+            log.error("task %s: could not record %s slot %s: %s", run.task_name, status,
+                      slot.isoformat(), exc)
+
+    # ----------------------------------------------------------------------- runs
+
+    async def start_run(
+        self, state: TaskState, slot: datetime, attempt: int, trigger: Trigger,
+        *, existing: RunRecord | None = None,
+    ) -> RunRecord | None:
+        """Claim, write the run row, and start the executor in the background."""
+        policy = state.policy
+        claim = await self.claimer.claim(policy.name, slot, attempt)
+        if claim is None:
+            return None
+        now = self.clock.now()
+        record: RunRecord | None
+        try:
+            if existing is not None:
+                ok = await self.worker.call(
+                    self.store.claim_pending_run, existing.id, replica=self.config.replica,
+                    fencing_token=claim.token, started_at=now,
+                )
+                record = await self.worker.call(self.store.get_run, existing.id) if ok else None
+            else:
+                record = await self.worker.call(
+                    self.store.insert_run,
+                    NewRun(
+                        task_name=policy.name, slot=slot, attempt=attempt, trigger=trigger,
+                        status=RunStatus.RUNNING, replica=self.config.replica,
+                        fencing_token=claim.token, started_at=now,
+                        generation=policy.generation,
+                    ),
+                )
+        except DuplicateRunError:
+            record = None
+        except ReconcilerError as exc:
+            log.error("task %s: could not claim slot %s: %s", policy.name, slot.isoformat(), exc)
+            record = None
+        if record is None:
+            await claim.release()
+            return None
+        active = ActiveRun(record, claim)
+        state.active[record.id] = active
+        task = asyncio.get_running_loop().create_task(self._execute(state, active))
+        self._runs.add(task)
+        task.add_done_callback(self._runs.discard)
+        return record
+
+    async def _execute(self, state: TaskState, active: ActiveRun) -> None:
+        policy, record = state.policy, active.record
+        result: ExecutionResult
+        try:
+            async with self._running_sem:
+                request = ExecutionRequest(
+                    task=policy.name, run_id=record.id, slot=record.slot,
+                    attempt=record.attempt, run=policy.manifest.spec.run,
+                    timeout=policy.timeout, output_limit=self.config.output_limit,
+                    kill_grace=self.config.kill_grace,
+                    extra_env={
+                        "RECONCILER_TASK": policy.name,
+                        "RECONCILER_RUN_ID": str(record.id),
+                        "RECONCILER_SLOT": record.slot.isoformat(),
+                        "RECONCILER_ATTEMPT": str(record.attempt),
+                    },
+                )
+                result = await self.executor.execute(request, _Events(self, active), active.cancel)
+        except asyncio.CancelledError:
+            result = ExecutionResult(RunStatus.CANCELLED, error="daemon stopped")
+        except Exception as exc:  # an executor bug must not lose the run's record
+            log.exception("task %s: executor failed", policy.name)
+            result = ExecutionResult(RunStatus.FAILED, error=f"internal error: {exc}")
+        status = result.status
+        reason = None
+        if status is RunStatus.CANCELLED and active.cancel_status is not None:
+            status = active.cancel_status
+            reason = active.cancel_reason
+        finished = self.clock.now()
+        values: dict[str, Any] = {
+            "status": status, "finished_at": finished, "exit_code": result.exit_code,
+            "error": result.error, "output_tail": result.output_tail, "reason": reason,
+        }
+        try:
+            await self.worker.call(
+                self.store.update_run, record.id, fencing_token=active.claim.token, **values
+            )
+        except ReconcilerError as exc:
+            log.error("task %s: could not record the end of run %d: %s", policy.name,
+                      record.id, exc)
+        finally:
+            state.active.pop(record.id, None)
+            await active.claim.release()
+        if status is RunStatus.SUCCEEDED:
+            self._state_updates.setdefault(policy.name, {})["last_success_at"] = finished
+        elif (
+            status in RETRYABLE
+            and record.attempt <= policy.retry_limit
+            and self.accepting
+            and self.tasks.get(policy.name) is state
+        ):
+            delay = retry_delay(record.attempt, policy.backoff, policy.max_backoff)
+            self.timeline.add_retry(policy.name, finished + delay, record.slot,
+                                    record.attempt + 1, policy.generation)
+        state.finished_since_prune += 1
+        if state.finished_since_prune >= self.config.prune_every:
+            state.finished_since_prune = 0
+            with contextlib.suppress(ReconcilerError):
+                await self.worker.call(
+                    self.store.prune_runs, policy.name,
+                    successful=policy.keep_successful, failed=policy.keep_failed,
+                )
+        if self._on_run_finished is not None:
+            self._on_run_finished(record)
+        self.wake.set()
+
+    async def trigger(self, name: str, *, existing: RunRecord | None = None,
+                      slot: datetime | None = None, trigger: Trigger = Trigger.MANUAL
+                      ) -> RunRecord | None:
+        """Run a task now (manual trigger or an operator's catch-up)."""
+        state = self.tasks.get(name)
+        if state is None:
+            return None
+        slot = existing.slot if existing else (slot or self.clock.now())
+        active = len(state.active)
+        if active and state.policy.concurrency.value == "Forbid":
+            if existing is not None:
+                await self.worker.call(
+                    self.store.claim_pending_run, existing.id, replica=self.config.replica,
+                    fencing_token=None, started_at=self.clock.now(),
+                    status=RunStatus.SKIPPED, reason="previous run active",
+                )
+            return None
+        return await self.start_run(state, slot, existing.attempt if existing else 1, trigger,
+                                    existing=existing)
+
+    # ------------------------------------------------------------------- lifecycle
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @property
+    def active_runs(self) -> list[ActiveRun]:
+        return [a for s in self.tasks.values() for a in s.active.values()]
+
+    async def drain(self) -> None:
+        """Wait for every started run to finish (tests; shutdown)."""
+        while self._runs or self._background:
+            await asyncio.gather(*self._runs, *self._background, return_exceptions=True)
+        await self.flush_state()
+
+    async def heartbeat(self) -> None:
+        now = self.clock.now()
+        for a in self.active_runs:
+            with contextlib.suppress(ReconcilerError):
+                await self.worker.call(self.store.update_run, a.record.id,
+                                       fencing_token=a.claim.token, heartbeat_at=now)
+
+    async def shutdown(self, grace: timedelta) -> None:
+        """Stop firing; let runs finish within ``grace``; cancel and record the rest."""
+        self.accepting = False
+        if self._runs:
+            _, pending = await asyncio.wait(set(self._runs), timeout=grace.total_seconds())
+            if pending:
+                for a in self.active_runs:
+                    a.cancel_status = RunStatus.CANCELLED
+                    a.cancel_reason = "daemon shutting down"
+                    a.cancel.set()
+        await self.drain()
+
+
+def _no_deadline(policy: TaskPolicy) -> TaskPolicy:
+    from dataclasses import replace
+
+    return replace(policy, starting_deadline=None)

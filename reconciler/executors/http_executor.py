@@ -1,0 +1,193 @@
+"""``http`` runs: one HTTP request; success is decided by the response status.
+
+* The request is ``method url`` with the target's headers and body. Header values may
+  be ``fromEnv``/``fromFile`` references, resolved at run time like ``env`` (see
+  :mod:`reconciler.executors.environment`); they are encoded to bytes here and
+  refused if they contain CR, LF or NUL, so that neither a header-injection nor an
+  HTTP library error message can carry a secret value.
+* The whole call (connect, send, read the body) is bounded by the run's timeout, or
+  :data:`DEFAULT_TIMEOUT` when the task has none; exceeding it is ``TIMED_OUT``.
+* Success when the status matches ``successStatus``: a comma list of codes and
+  classes, ``"2xx"`` by default, e.g. ``"200,204,3xx"``. Any other status is
+  ``FAILED`` with error ``HTTP <status>`` and no exit code.
+* Redirects are **not** followed by default: a scheduled call hitting a redirect is
+  usually a misconfigured URL, and following one would re-send credentials to another
+  location. Pass ``follow_redirects=True`` to change that.
+* The response body is streamed: every chunk goes to ``events.output`` and a bounded
+  tail of ``output_limit`` bytes becomes ``output_tail``, so a huge body costs no
+  memory. The ``::progress`` protocol does not apply to HTTP bodies.
+* Environment proxy settings (``HTTP_PROXY``, ``HTTPS_PROXY``, ``NO_PROXY``) of the
+  daemon are honoured, as httpx does by default.
+
+Tests inject an ``httpx.AsyncBaseTransport`` (e.g. ``httpx.MockTransport``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+import httpx
+
+from reconciler.core.durations import format_duration
+from reconciler.core.model import HttpTarget
+from reconciler.core.protocols import ExecutionEvents, ExecutionRequest, ExecutionResult
+from reconciler.core.runtime import RunStatus
+from reconciler.executors.environment import (
+    SecretResolutionError,
+    redact,
+    resolve_value,
+    secret_values,
+)
+from reconciler.executors.output import OutputSink
+from reconciler.executors.process import failed
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = timedelta(seconds=30)
+
+
+def status_matches(status: int, success_status: str) -> bool:
+    """Whether ``status`` is listed in ``success_status`` (``"200,3xx"``)."""
+    for item in success_status.split(","):
+        item = item.strip().lower()
+        if not item:
+            continue
+        if item.endswith("xx"):
+            if item[:-2].isdigit() and status // 100 == int(item[:-2]):
+                return True
+        elif item.isdigit() and status == int(item):
+            return True
+    return False
+
+
+def resolve_headers(target: HttpTarget) -> tuple[dict[bytes, bytes], tuple[str, ...]]:
+    """Header values resolved and encoded; plus the secret values among them."""
+    headers: dict[bytes, bytes] = {}
+    pairs = []
+    for name, ref in target.headers.items():
+        value = resolve_value(ref, f"header {name}")
+        if "\r" in value or "\n" in value:  # resolve_value already refused NUL
+            raise SecretResolutionError(f"header {name}: value contains a line break")
+        headers[name.encode("ascii")] = value.encode("utf-8")
+        pairs.append((ref, value))
+    return headers, secret_values(pairs)
+
+
+class HttpExecutor:
+    """Runs ``run.http`` with ``httpx.AsyncClient`` (a new client per run)."""
+
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        follow_redirects: bool = False,
+        default_timeout: timedelta = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.transport = transport
+        self.follow_redirects = follow_redirects
+        self.default_timeout = default_timeout
+
+    async def execute(
+        self, request: ExecutionRequest, events: ExecutionEvents, cancel: asyncio.Event
+    ) -> ExecutionResult:
+        target = request.run.http
+        if target is None:
+            return failed(f"not an http run (run kind is {request.run.kind})")
+        try:
+            headers, secrets = resolve_headers(target)
+        except SecretResolutionError as exc:
+            logger.warning("run %s of task %s: %s", request.run_id, request.task, exc)
+            return failed(str(exc))
+        if cancel.is_set():
+            return ExecutionResult(RunStatus.CANCELLED, error="cancelled")
+        timeout = request.timeout if request.timeout is not None else self.default_timeout
+        sink = OutputSink(events, request.output_limit, parse_progress=False)
+        call = asyncio.ensure_future(self._call(target, headers, timeout, sink))
+        cancel_waiter = asyncio.ensure_future(cancel.wait())
+        try:
+            await asyncio.wait(
+                {call, cancel_waiter},
+                timeout=max(0.0, timeout.total_seconds()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            cancel_waiter.cancel()
+            if not call.done():
+                call.cancel()
+                await asyncio.gather(call, return_exceptions=True)
+        sink.close()
+        output = sink.text()
+        if call.cancelled():
+            if cancel.is_set():
+                return ExecutionResult(RunStatus.CANCELLED, error="cancelled", output_tail=output)
+            return ExecutionResult(
+                RunStatus.TIMED_OUT,
+                error=f"timed out after {format_duration(timeout)}",
+                output_tail=output,
+            )
+        problem = call.exception()
+        if isinstance(problem, httpx.TimeoutException):  # httpx's own timer fired first
+            return ExecutionResult(
+                RunStatus.TIMED_OUT,
+                error=f"timed out after {format_duration(timeout)}",
+                output_tail=output,
+            )
+        if problem is not None:
+            error = redact(f"HTTP request failed: {_describe(problem)}", secrets)
+            logger.warning("run %s of task %s: %s", request.run_id, request.task, error)
+            return failed(error or "HTTP request failed", output)
+        status = call.result()
+        logger.info(
+            "run %s of task %s: %s %s -> HTTP %s",
+            request.run_id,
+            request.task,
+            target.method,
+            _safe_url(target.url),
+            status,
+        )
+        if status_matches(status, target.success_status):
+            return ExecutionResult(RunStatus.SUCCEEDED, output_tail=output)
+        return failed(f"HTTP {status}", output)
+
+    async def _call(
+        self,
+        target: HttpTarget,
+        headers: dict[bytes, bytes],
+        timeout: timedelta,
+        sink: OutputSink,
+    ) -> int:
+        # httpx's per-operation timeouts are a backstop; the run's deadline is enforced
+        # by execute() around the whole call.
+        seconds = max(0.001, timeout.total_seconds()) + 1.0
+        async with (
+            httpx.AsyncClient(
+                transport=self.transport,
+                follow_redirects=self.follow_redirects,
+                timeout=httpx.Timeout(seconds),
+            ) as client,
+            client.stream(
+                target.method,
+                target.url,
+                headers=headers,
+                content=target.body.encode("utf-8") if target.body else None,
+            ) as response,
+        ):
+            async for chunk in response.aiter_bytes():
+                sink.feed(chunk)
+            return response.status_code
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _safe_url(url: str) -> str:
+    """The URL without userinfo (``https://user:pass@host`` must not be logged)."""
+    try:
+        parsed = httpx.URL(url)
+    except Exception:
+        return "<invalid url>"
+    return str(parsed.copy_with(username=None, password=None)) if parsed.userinfo else url

@@ -1,0 +1,452 @@
+"""Running one task process to completion: spawn, capture, time out, cancel, clean up.
+
+Shared by the command, shell and python executors.
+
+Process groups. Every task process is started with ``start_new_session=True``: it
+leads a new session *and* a new process group whose id is its pid. Signals go to
+the whole group (``killpg``), so a timeout also stops the shell's children and
+grandchildren instead of orphaning them. On Linux the session is also swept via
+``/proc``: a member that moved itself into another process group (GNU ``timeout``
+does that, and so does a shell with job control) is signalled too. Only a process
+that calls ``setsid()`` itself escapes; use a cgroup (systemd, a container) when that
+matters.
+
+Termination (timeout or the cancel event): SIGTERM to the tree, then wait until
+the leader has exited and the output pipe is closed, for at most
+``request.kill_grace``; then SIGKILL to the tree, unconditionally, so that a
+grandchild that ignores SIGTERM does not survive its task.
+
+Leftovers after a normal exit: when the leader exits, the run is over. Anything still
+in its group or session (``cmd &`` in a shell script) gets SIGTERM and, once the
+output pipe closes or ``kill_grace`` passes, SIGKILL - the way Kubernetes and systemd
+end a job. This is also what keeps the executor from hanging: an orphaned grandchild
+holding the stdout pipe open would otherwise keep us waiting for end-of-file forever.
+(Python 3.11's ``Process.wait()`` has exactly that problem, which is why this module
+uses ``loop.subprocess_exec`` with its own protocol and learns about the leader's exit
+from ``process_exited`` instead.) If the pipe is still open a short while after
+everything was killed (a process escaped with ``setsid``), reading stops anyway.
+
+Reaping: the leader is reaped by asyncio's child watcher. Grandchildren are reparented
+to the nearest subreaper, normally init. When the daemon is PID 1 of a container or
+has made itself a child subreaper (``PR_SET_CHILD_SUBREAPER``), the orphans become
+*its* children, so after killing a tree this module also reaps the tree's members
+with ``waitpid(-pgid)``; otherwise those calls find nothing to do.
+
+Output: stdout and stderr share one pipe (so they interleave in the order written),
+stdin is ``/dev/null``. Chunks go to :class:`~reconciler.executors.output.OutputSink`
+(bounded tail, ``::progress`` lines, ``events.output``) as they arrive.
+
+All waiting is ``asyncio.wait`` on futures (process exit, end of output, the cancel
+event) with timeouts measured by the event loop's monotonic clock; nothing polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from reconciler.core.durations import format_duration
+from reconciler.core.protocols import ExecutionEvents, ExecutionRequest, ExecutionResult
+from reconciler.core.runtime import RunStatus
+from reconciler.executors.environment import SecretResolutionError, build_run_env
+from reconciler.executors.output import OutputSink
+
+logger = logging.getLogger(__name__)
+
+#: After the tree was killed, how long to wait for the output pipe to reach EOF.
+DRAIN_TIMEOUT = 2.0
+#: After SIGKILL, how long to wait for the leader to be reaped before giving up.
+KILL_WAIT = 10.0
+#: How long to wait for killed orphans to be reaped (subreaper / PID 1 only).
+REAP_WAIT = 5.0
+
+_PROC_SWEEP = sys.platform.startswith("linux") and os.path.isdir("/proc")
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessOutcome:
+    """How a supervised process ended (before it is turned into a result)."""
+
+    reason: str  # "exited", "timeout" or "cancelled"
+    returncode: int | None
+    output: str
+
+
+class SpawnError(Exception):
+    """The process could not be started; the message is safe to show."""
+
+
+def failed(error: str, output: str = "", exit_code: int | None = None) -> ExecutionResult:
+    return ExecutionResult(RunStatus.FAILED, exit_code=exit_code, error=error, output_tail=output)
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def result_for(
+    request: ExecutionRequest, outcome: ProcessOutcome, *, error: str | None = None
+) -> ExecutionResult:
+    """Map an outcome to a result; ``error`` (if given) explains a non-zero exit."""
+    code = outcome.returncode
+    if outcome.reason == "timeout":
+        assert request.timeout is not None
+        return ExecutionResult(
+            RunStatus.TIMED_OUT,
+            exit_code=code,
+            error=f"timed out after {format_duration(request.timeout)}",
+            output_tail=outcome.output,
+        )
+    if outcome.reason == "cancelled":
+        return ExecutionResult(
+            RunStatus.CANCELLED, exit_code=code, error="cancelled", output_tail=outcome.output
+        )
+    if code == 0:
+        return ExecutionResult(RunStatus.SUCCEEDED, exit_code=0, output_tail=outcome.output)
+    if code is None:
+        return failed(error or "the process did not exit after SIGKILL", outcome.output)
+    if code < 0:
+        reason = f"killed by signal {signal_name(-code)}"
+        return failed(f"{error} ({reason})" if error else reason, outcome.output, code)
+    return failed(error or f"exited with code {code}", outcome.output, code)
+
+
+def check_working_dir(path: str | None) -> str | None:
+    """An error message when ``path`` is set but not an existing directory."""
+    if path is None:
+        return None
+    if not os.path.exists(path):
+        return f"working directory {path} does not exist"
+    if not os.path.isdir(path):
+        return f"working directory {path} is not a directory"
+    return None
+
+
+async def run_process(
+    argv: Sequence[str],
+    request: ExecutionRequest,
+    events: ExecutionEvents,
+    cancel: asyncio.Event,
+    *,
+    pass_fds: Collection[int] = (),
+    describe: str | None = None,
+    now: datetime | None = None,
+) -> tuple[ProcessOutcome | ExecutionResult, tuple[str, ...]]:
+    """Run ``argv`` for ``request``; return the outcome (or an early failed result).
+
+    The second item holds the secret values of the run's environment, for redaction.
+    ``describe`` names the program in spawn errors (default ``argv[0]``); ``now`` is
+    the start instant used for ``RECONCILER_DEADLINE``.
+    """
+    try:
+        resolved = build_run_env(request, now)
+    except SecretResolutionError as exc:
+        logger.warning("run %s of task %s: %s", request.run_id, request.task, exc)
+        return failed(str(exc)), ()
+    cwd = request.run.working_dir
+    problem = check_working_dir(cwd)
+    if problem is not None:
+        return failed(problem), resolved.secrets
+    if cancel.is_set():
+        return ExecutionResult(RunStatus.CANCELLED, error="cancelled"), resolved.secrets
+    supervisor = _Supervisor(request, events, cancel)
+    try:
+        outcome = await supervisor.run(
+            argv, env=resolved.env, cwd=cwd, pass_fds=pass_fds, describe=describe
+        )
+    except SpawnError as exc:
+        logger.warning("run %s of task %s: %s", request.run_id, request.task, exc)
+        return failed(str(exc)), resolved.secrets
+    return outcome, resolved.secrets
+
+
+class _Protocol(asyncio.SubprocessProtocol):
+    def __init__(self, loop: asyncio.AbstractEventLoop, sink: OutputSink) -> None:
+        self.sink = sink
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.eof: asyncio.Future[None] = loop.create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        self.sink.feed(data.encode() if isinstance(data, str) else data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:
+            self.sink.close()
+            if not self.eof.done():
+                self.eof.set_result(None)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
+class _Supervisor:
+    def __init__(
+        self, request: ExecutionRequest, events: ExecutionEvents, cancel: asyncio.Event
+    ) -> None:
+        self.request = request
+        self.events = events
+        self.cancel = cancel
+        self.grace = max(0.0, request.kill_grace.total_seconds())
+        self.pgid = 0
+        self.swept: set[int] = set()  # session members outside the group we signalled
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str],
+        cwd: str | None,
+        pass_fds: Collection[int],
+        describe: str | None,
+    ) -> ProcessOutcome:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        timeout = self.request.timeout
+        deadline = None if timeout is None else started + timeout.total_seconds()
+        sink = OutputSink(self.events, self.request.output_limit)
+        protocol = _Protocol(loop, sink)
+        transport = await self._spawn(loop, protocol, argv, env, cwd, pass_fds, describe)
+        self.pgid = transport.get_pid()
+        logger.debug(
+            "run %s of task %s: started pid %s", self.request.run_id, self.request.task, self.pgid
+        )
+        cancel_waiter: asyncio.Future[Any] = asyncio.ensure_future(self.cancel.wait())
+        waiters: set[asyncio.Future[Any]] = {protocol.exited, cancel_waiter}
+        reason = "exited"
+        try:
+            remaining = None if deadline is None else max(0.0, deadline - loop.time())
+            await asyncio.wait(
+                waiters,
+                timeout=remaining,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if protocol.exited.done():
+                await self._clean_up_after_exit(protocol)
+            else:
+                reason = "cancelled" if self.cancel.is_set() else "timeout"
+                logger.info(
+                    "run %s of task %s: %s, terminating process group %s",
+                    self.request.run_id,
+                    self.request.task,
+                    "cancel requested" if reason == "cancelled" else "timeout",
+                    self.pgid,
+                )
+                await self._terminate(protocol)
+            await self._drain(protocol, transport)
+        except BaseException:
+            # The daemon cancelled the coroutine itself (e.g. on shutdown), or something
+            # broke: kill at once, no grace period, but still wait for the exit and reap
+            # before re-raising, so nothing is left running.
+            self._signal_tree(signal.SIGKILL)
+            with contextlib.suppress(asyncio.CancelledError):
+                if await _wait_all([protocol.exited], KILL_WAIT):
+                    await _wait_all([protocol.eof], DRAIN_TIMEOUT)
+                    transport.close()
+                    await self._reap()
+            raise
+        finally:
+            cancel_waiter.cancel()
+            transport.close()
+        if protocol.exited.done():
+            await self._reap()
+        return ProcessOutcome(reason, transport.get_returncode(), sink.text())
+
+    async def _spawn(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        protocol: _Protocol,
+        argv: Sequence[str],
+        env: dict[str, str],
+        cwd: str | None,
+        pass_fds: Collection[int],
+        describe: str | None,
+    ) -> asyncio.SubprocessTransport:
+        program = describe or argv[0]
+        try:
+            transport, _ = await loop.subprocess_exec(
+                lambda: protocol,
+                *argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+                pass_fds=tuple(pass_fds),
+            )
+        except FileNotFoundError as exc:
+            if cwd is not None and exc.filename == cwd:
+                raise SpawnError(f"working directory {cwd} does not exist") from None
+            raise SpawnError(
+                f"cannot run {program!r}: command not found (exit status 127 in a shell)"
+            ) from None
+        except PermissionError as exc:
+            if cwd is not None and exc.filename == cwd:
+                raise SpawnError(f"working directory {cwd} is not accessible") from None
+            raise SpawnError(
+                f"cannot run {program!r}: permission denied (exit status 126 in a shell)"
+            ) from None
+        except OSError as exc:
+            raise SpawnError(
+                f"cannot run {program!r}: {exc.strerror or type(exc).__name__}"
+            ) from None
+        except ValueError:
+            raise SpawnError(
+                f"cannot run {program!r}: an argument contains a NUL character"
+            ) from None
+        return transport
+
+    async def _terminate(self, protocol: _Protocol) -> None:
+        if self._signal_tree(signal.SIGTERM):
+            await _wait_all([protocol.exited, protocol.eof], self.grace)
+        self._signal_tree(signal.SIGKILL)
+        if not await _wait_all([protocol.exited], KILL_WAIT):
+            logger.error(
+                "run %s of task %s: pid %s did not exit %ss after SIGKILL",
+                self.request.run_id,
+                self.request.task,
+                self.pgid,
+                KILL_WAIT,
+            )
+
+    async def _clean_up_after_exit(self, protocol: _Protocol) -> None:
+        if not self._signal_tree(signal.SIGTERM):
+            return  # the usual case: nothing left
+        logger.info(
+            "run %s of task %s: the task left processes behind; terminating them",
+            self.request.run_id,
+            self.request.task,
+        )
+        await _wait_all([protocol.eof], self.grace)
+        self._signal_tree(signal.SIGKILL)
+
+    async def _drain(self, protocol: _Protocol, transport: asyncio.SubprocessTransport) -> None:
+        if await _wait_all([protocol.eof], DRAIN_TIMEOUT):
+            return
+        logger.warning(
+            "run %s of task %s: output pipe still open after the task's processes ended "
+            "(a process left the session?); no longer reading it",
+            self.request.run_id,
+            self.request.task,
+        )
+        pipe = transport.get_pipe_transport(1)
+        if pipe is not None:
+            pipe.close()
+        await _wait_all([protocol.eof], DRAIN_TIMEOUT)
+        protocol.sink.close()
+
+    def _signal_tree(self, sig: signal.Signals) -> bool:
+        """Signal the process group and the rest of the session; True if anyone got it."""
+        delivered = False
+        try:
+            os.killpg(self.pgid, sig)
+            delivered = True
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # pragma: no cover - only if the pgid was reused
+            logger.warning("not allowed to signal process group %s", self.pgid)
+        for pid in _session_members(self.pgid):
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                continue
+            self.swept.add(pid)
+            delivered = True
+        return delivered
+
+    async def _reap(self) -> None:
+        """Reap killed members that became our children (PID 1 or subreaper only)."""
+        if _reap_nonblocking(self.pgid, self.swept):
+            return
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def finished() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def worker() -> None:
+            _reap_blocking(self.pgid, self.swept)
+            with contextlib.suppress(RuntimeError):  # the loop may be closed by now
+                loop.call_soon_threadsafe(finished)
+
+        # A daemon thread, not the default executor: a member stuck in the kernel would
+        # otherwise block asyncio.run()'s executor shutdown.
+        threading.Thread(target=worker, name=f"reap-{self.pgid}", daemon=True).start()
+        if not await _wait_all([done], REAP_WAIT):
+            logger.warning("process group %s: members not reaped after %ss", self.pgid, REAP_WAIT)
+
+
+async def _wait_all(futures: Sequence[asyncio.Future[None]], timeout: float) -> bool:
+    """Wait until every future is done or ``timeout`` passes; True when all are done."""
+    pending = [f for f in futures if not f.done()]
+    if not pending:
+        return True
+    _, still = await asyncio.wait(pending, timeout=timeout)
+    return not still
+
+
+def _session_members(sid: int) -> list[int]:
+    """Pids in session ``sid`` but outside process group ``sid`` (Linux, else empty)."""
+    if not _PROC_SWEEP:
+        return []
+    members = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat_file:
+                data = stat_file.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp session ...; comm may contain spaces or parens.
+        fields = data[data.rfind(b")") + 2 :].split()
+        try:
+            state, pgrp, session = fields[0], int(fields[2]), int(fields[3])
+        except (IndexError, ValueError):
+            continue
+        if session == sid and pgrp != sid and state != b"Z":
+            members.append(int(name))
+    return members
+
+
+def _reap_nonblocking(pgid: int, pids: Collection[int]) -> bool:
+    """Reap what is already dead; True when nothing of ours can remain to be reaped."""
+    finished = True
+    for target in (-pgid, *pids):
+        while True:
+            try:
+                pid, _ = os.waitpid(target, os.WNOHANG)
+            except ChildProcessError:
+                break  # none of our children (the normal case when we are not a subreaper)
+            if pid == 0:
+                finished = False  # a child of ours in there is still dying
+                break
+    return finished
+
+
+def _reap_blocking(pgid: int, pids: Collection[int]) -> None:
+    for target in (-pgid, *pids):
+        while True:
+            try:
+                os.waitpid(target, 0)
+            except ChildProcessError:
+                break

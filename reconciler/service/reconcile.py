@@ -1,0 +1,97 @@
+"""Plan and apply: from a manifests directory to the runtime table.
+
+``make_plan`` loads the manifests and compares them with what the store holds;
+``apply`` writes a plan and nothing else writes task definitions. ``reconcile`` does
+both, which is what ``reconciler apply`` and every daemon resync run.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.core.clock import Clock, SystemClock
+from reconciler.core.errors import PlanRefusedError
+from reconciler.core.model import DesiredState
+from reconciler.core.plan import DEFAULT_SAFETY, Plan, SafetyOptions, plan
+from reconciler.core.protocols import TaskStore
+from reconciler.core.runtime import ActualTask, ApplyRecord, GitRevision
+from reconciler.manifests import LoadCache, load_directory
+from reconciler.manifests.git import detect_revision
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileResult:
+    desired: DesiredState
+    plan: Plan
+    revision: GitRevision | None
+    applied: ApplyRecord | None
+
+
+def default_actor() -> str:
+    """``user@host``: who applied a plan from the command line."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def make_plan(
+    manifests: str | os.PathLike[str],
+    store: TaskStore,
+    options: SafetyOptions = DEFAULT_SAFETY,
+    *,
+    cache: LoadCache | None = None,
+) -> tuple[DesiredState, Plan]:
+    desired = load_directory(manifests, cache=cache)
+    return desired, plan(desired, store.load_tasks(), options)
+
+
+def apply(
+    the_plan: Plan,
+    store: TaskStore,
+    *,
+    actor: str,
+    revision: GitRevision | None,
+    clock: Clock | None = None,
+) -> ApplyRecord:
+    """Write ``the_plan``. Raises :class:`PlanRefusedError` when a safety rule refused it."""
+    if the_plan.refused:
+        raise PlanRefusedError(list(the_plan.refusals))
+    now = (clock or SystemClock()).now()
+    return store.apply_plan(the_plan, actor=actor, revision=revision, now=now)
+
+
+def reconcile(
+    manifests: str | os.PathLike[str],
+    store: TaskStore,
+    options: SafetyOptions = DEFAULT_SAFETY,
+    *,
+    actor: str,
+    clock: Clock | None = None,
+    cache: LoadCache | None = None,
+) -> ReconcileResult:
+    """Load, plan and (when there is something to do and no rule refuses) apply."""
+    desired, the_plan = make_plan(manifests, store, options, cache=cache)
+    revision = detect_revision(manifests) if Path(manifests).exists() else None
+    applied = None
+    if the_plan.has_changes and not the_plan.refused:
+        applied = apply(the_plan, store, actor=actor, revision=revision, clock=clock)
+    return ReconcileResult(desired, the_plan, revision, applied)
+
+
+def actual_from_desired(desired: DesiredState) -> Iterable[ActualTask]:
+    """Treat manifests (e.g. at a git ref) as if they were the runtime table."""
+    for task in desired.tasks:
+        yield ActualTask(
+            name=task.name,
+            document=task.document,
+            hash=task.hash,
+            generation=1,
+            source_file=task.source_file,
+        )

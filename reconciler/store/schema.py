@@ -1,0 +1,146 @@
+"""The four tables of the runtime store, as SQLAlchemy Core ``Table`` objects.
+
+Core rather than ORM on purpose: the store moves rows in bulk (ten thousand task
+creates in one ``executemany``, ten thousand tasks loaded at daemon start) and maps
+them to the frozen dataclasses of :mod:`reconciler.core.runtime` itself, so ORM
+identity maps and unit-of-work bookkeeping would only cost time.
+
+* ``tasks``: one row per task name, ever. Deleting a task sets ``deleted_at`` (a
+  tombstone) instead of removing the row, so the run history of a deleted task keeps a
+  definition to point at; creating the name again resurrects the row with the next
+  generation. ``generation`` counts spec changes and is the optimistic-concurrency
+  token that ``apply_plan`` checks. The ``override_*`` columns hold a runtime
+  suspend/resume set outside git; apply never touches them.
+* ``runs``: one row per attempt of a slot; ``(task_name, slot, attempt)`` is unique so
+  two replicas that race for the same slot cannot both insert it.
+* ``applies``: an audit row per successful apply.
+* ``replicas``: one row per daemon process (id = its replica name): when it started,
+  its last heartbeat, when it stopped, and the status document it last reported.
+
+The Alembic migrations in ``migrations/versions`` create exactly these tables; a test
+compares the two on every backend. Change both together.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from reconciler.store.types import UTCDateTime, json_type, long_text
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# utf8mb4 with a binary collation: names compare exactly as on PostgreSQL and SQLite.
+MYSQL_TABLE_OPTIONS: dict[str, Any] = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+# BigInteger on the servers; SQLite only auto-increments a column declared INTEGER.
+RunId = BigInteger().with_variant(Integer(), "sqlite")
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(63), nullable=False, unique=True),
+    Column("document", json_type(), nullable=False),
+    Column("spec_hash", String(64), nullable=False),
+    Column("generation", Integer, nullable=False),
+    Column("source_file", String(1024), nullable=False),
+    Column("source_revision", String(64), nullable=True),
+    Column("source_dirty", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("deleted_at", UTCDateTime, nullable=True),
+    Column("next_fire_at", UTCDateTime, nullable=True),
+    Column("last_slot_at", UTCDateTime, nullable=True),
+    Column("last_success_at", UTCDateTime, nullable=True),
+    Column("override_suspended", Boolean, nullable=True),
+    Column("override_note", Text, nullable=True),
+    Column("override_actor", String(255), nullable=True),
+    Column("override_at", UTCDateTime, nullable=True),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", RunId, primary_key=True, autoincrement=True),
+    Column("task_name", String(63), nullable=False, index=True),
+    Column("slot", UTCDateTime, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("trigger", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("replica", String(255), nullable=True),
+    Column("fencing_token", BigInteger, nullable=True),
+    Column("generation", Integer, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("heartbeat_at", UTCDateTime, nullable=True),
+    Column("exit_code", Integer, nullable=True),
+    # MEDIUMTEXT on MariaDB: a long traceback must not make the final status update fail
+    Column("error", long_text(), nullable=True),
+    Column("reason", long_text(), nullable=True),
+    Column("output_tail", long_text(), nullable=True),
+    Column("progress_percent", Double, nullable=True),  # MariaDB FLOAT is single precision
+    Column("progress_message", Text, nullable=True),
+    UniqueConstraint("task_name", "slot", "attempt"),
+    Index("ix_runs_task_name_slot", "task_name", "slot"),
+    Index("ix_runs_status", "status"),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+applies = Table(
+    "applies",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("applied_at", UTCDateTime, nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("revision", String(64), nullable=True),
+    Column("dirty", Boolean, nullable=False),
+    Column("created", Integer, nullable=False),
+    Column("updated", Integer, nullable=False),
+    Column("deleted", Integer, nullable=False),
+    Column("unchanged", Integer, nullable=False),
+    Column("kept", Integer, nullable=False),
+    Column("summary", json_type(), nullable=False),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+replicas = Table(
+    "replicas",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("host", String(255), nullable=True),
+    Column("pid", Integer, nullable=True),
+    Column("version", String(64), nullable=True),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("stopped_at", UTCDateTime, nullable=True),
+    Column("status", json_type(), nullable=True),
+    **MYSQL_TABLE_OPTIONS,
+)
