@@ -79,6 +79,9 @@ class RunStore(Protocol):
 
     def insert_run(self, run: NewRun) -> RunRecord: ...
 
+    def insert_runs(self, batch: Sequence[NewRun]) -> list[RunRecord | None]:
+        """Insert many in one transaction; None where the unique key was already taken."""
+
     def update_run(self, run_id: int, *, fencing_token: int | None = None, **values: Any) -> bool:
         """Update columns of a run; refused (False) when the row carries a newer fencing token."""
 

@@ -36,6 +36,7 @@ from reconciler.core.errors import ReconcilerError
 from reconciler.core.plan import Action, SafetyOptions
 from reconciler.core.runtime import RunStatus, Trigger
 from reconciler.daemon.claims import InProcessClaimer
+from reconciler.daemon.offload import OffloadExecutor
 from reconciler.daemon.scheduler import Scheduler, SchedulerConfig
 from reconciler.daemon.worker import StoreWorker
 from reconciler.executors import DispatchExecutor
@@ -86,8 +87,9 @@ class Daemon:
         self.resync_now = asyncio.Event()
         self.last_result: ReconcileResult | None = None
         self.last_error: str | None = None
+        self.executor = OffloadExecutor(DispatchExecutor())
         self.scheduler = Scheduler(
-            self.store, self.worker, InProcessClaimer(), DispatchExecutor(), self.clock,
+            self.store, self.worker, InProcessClaimer(), self.executor, self.clock,
             SchedulerConfig(
                 replica=config.replica,
                 max_concurrent_runs=config.max_concurrent_runs,
@@ -293,6 +295,7 @@ class Daemon:
             await self.worker.call(self.store.write_replica_status, self.config.replica,
                                    None, self.clock.now())
         self.worker.close()
+        self.executor.close()
         log.info("stopped")
         return 0
 

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from reconciler.core.clock import Clock
-from reconciler.core.errors import DuplicateRunError, ReconcilerError
+from reconciler.core.errors import ReconcilerError
 from reconciler.core.protocols import (
     Claim,
     Claimer,
@@ -176,8 +176,10 @@ class Scheduler:
                 self._persist_next(row.name, None)
                 continue
             if recover and row.last_slot_at is not None:
-                for decision in recover_missed(policy, row.last_slot_at, now):
-                    await self._carry_out(state, decision, now)
+                decisions = recover_missed(policy, row.last_slot_at, now)
+                await self._carry_out_many(
+                    [(state, d, 1, d.trigger) for d in decisions], now
+                )
             # A new, changed or resumed task continues from now: no burst of old slots.
             self._plan_next(state, now)
         if full:
@@ -216,19 +218,39 @@ class Scheduler:
         return self.timeline.next_at()
 
     async def tick(self) -> int:
-        """Process every entry due at ``clock.now()``; return how many were handled."""
-        handled = 0
+        """Process every entry due at ``clock.now()``; return how many were handled.
+
+        Everything due at the same instant is decided first, then claimed together and
+        written in one ``insert_runs`` transaction, so a second with hundreds of slots
+        costs one commit and the last run starts about as early as the first.
+        """
         if not self.accepting:
             return 0
         now = self.clock.now()
+        batch: list[tuple[TaskState, SlotDecision, int, Trigger]] = []
+        slots: list[tuple[TaskState, Entry]] = []
         for entry in self.timeline.pop_due(now):
             state = self.tasks.get(entry.name)
             if state is None or state.policy.generation != entry.generation:
                 continue
-            handled += 1
-            await self._handle(state, entry, self.clock.now())
+            batch.append(self._decide(state, entry, now))
+            if entry.kind is EntryKind.SLOT:
+                slots.append((state, entry))
+        await self._carry_out_many(batch, now)
+        # Only now, with the runs started, work out the following slots. Tasks that share
+        # a schedule (many "0 * * * *") share one computation.
+        memo: dict[tuple[int, datetime], datetime | None] = {}
+        for state, entry in slots:
+            policy = state.policy
+            key = (id(policy.schedule), entry.slot)
+            if key not in memo:
+                memo[key] = policy.schedule.next_after(entry.slot)
+            nxt = memo[key]
+            if self.tasks.get(policy.name) is state and self.timeline.slot_of(policy.name) is None:
+                self.timeline.set_slot(policy.name, nxt, policy.generation)
+                self._persist_next(policy.name, nxt)
         await self.flush_state()
-        return handled
+        return len(batch)
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -250,62 +272,84 @@ class Scheduler:
                 waker.cancel()
                 stopper.cancel()
 
-    async def _handle(self, state: TaskState, entry: Entry, now: datetime) -> None:
+    def _decide(
+        self, state: TaskState, entry: Entry, now: datetime
+    ) -> tuple[TaskState, SlotDecision, int, Trigger]:
         policy = state.policy
         if entry.kind is EntryKind.SLOT:
-            # Next slot after this one: each slot is decided in turn, so an overloaded
-            # loop records late slots as missed (startingDeadline) instead of dropping them.
-            nxt = policy.schedule.next_after(entry.slot)
-            self.timeline.set_slot(policy.name, nxt, policy.generation)
-            self._persist_next(policy.name, nxt)
+            # tick() then queues the slot after this one: each slot is decided in turn, so
+            # an overloaded loop records late slots as missed (startingDeadline) instead
+            # of dropping them.
             self._state_updates.setdefault(policy.name, {})["last_slot_at"] = entry.slot
             decision = decide_slot(policy, entry.slot, now, len(state.active))
-            await self._carry_out(state, decision, now)
-        else:
-            decision = decide_slot(
-                _no_deadline(policy), entry.slot, now, len(state.active)
-            )
-            await self._carry_out(state, decision, now, attempt=entry.attempt,
-                                  trigger=Trigger.RETRY)
+            return state, decision, 1, decision.trigger
+        decision = decide_slot(_no_deadline(policy), entry.slot, now, len(state.active))
+        return state, decision, entry.attempt, Trigger.RETRY
 
-    async def _carry_out(
-        self,
-        state: TaskState,
-        decision: SlotDecision,
-        now: datetime,
-        *,
-        attempt: int = 1,
-        trigger: Trigger | None = None,
+    async def _carry_out(self, state: TaskState, decision: SlotDecision, now: datetime) -> None:
+        await self._carry_out_many([(state, decision, 1, decision.trigger)], now)
+
+    async def _carry_out_many(
+        self, batch: list[tuple[TaskState, SlotDecision, int, Trigger]], now: datetime
     ) -> None:
-        trig = trigger or decision.trigger
-        if decision.verdict in (Verdict.MISSED, Verdict.SKIPPED):
-            status = RunStatus.MISSED if decision.verdict is Verdict.MISSED else RunStatus.SKIPPED
-            await self._record_only(state, decision.slot, attempt, trig, status, decision.reason,
-                                    now)
+        if not batch:
             return
-        if decision.verdict is Verdict.REPLACE:
-            for active in list(state.active.values()):
-                active.cancel_status = RunStatus.CANCELLED
-                active.cancel_reason = f"replaced by the run of slot {decision.slot.isoformat()}"
-                active.cancel.set()
-        await self.start_run(state, decision.slot, attempt, trig)
-
-    async def _record_only(
-        self, state: TaskState, slot: datetime, attempt: int, trigger: Trigger,
-        status: RunStatus, reason: str | None, now: datetime,
-    ) -> None:
-        run = NewRun(
-            task_name=state.policy.name, slot=slot, attempt=attempt, trigger=trigger,
-            status=status, replica=self.config.replica, finished_at=now, reason=reason,
-            generation=state.policy.generation,
+        rows: list[NewRun] = []
+        starts: list[tuple[TaskState, Claim | None]] = []
+        to_claim: list[tuple[TaskState, SlotDecision, int, Trigger]] = []
+        for state, decision, attempt, trigger in batch:
+            policy = state.policy
+            if decision.verdict in (Verdict.MISSED, Verdict.SKIPPED):
+                status = (RunStatus.MISSED if decision.verdict is Verdict.MISSED
+                          else RunStatus.SKIPPED)
+                rows.append(NewRun(
+                    task_name=policy.name, slot=decision.slot, attempt=attempt,
+                    trigger=trigger, status=status, replica=self.config.replica,
+                    finished_at=now, reason=decision.reason, generation=policy.generation,
+                ))
+                starts.append((state, None))
+                continue
+            if decision.verdict is Verdict.REPLACE:
+                for active in list(state.active.values()):
+                    active.cancel_status = RunStatus.CANCELLED
+                    active.cancel_reason = (
+                        f"replaced by the run of slot {decision.slot.isoformat()}"
+                    )
+                    active.cancel.set()
+            to_claim.append((state, decision, attempt, trigger))
+        claims = await asyncio.gather(
+            *(self.claimer.claim(st.policy.name, d.slot, att) for st, d, att, _ in to_claim)
         )
+        started_at = self.clock.now()
+        for (state, decision, attempt, trig), claim in zip(to_claim, claims, strict=True):
+            if claim is None:
+                continue  # another replica holds it: do nothing, record nothing
+            rows.append(NewRun(
+                task_name=state.policy.name, slot=decision.slot, attempt=attempt,
+                trigger=trig, status=RunStatus.RUNNING, replica=self.config.replica,
+                fencing_token=claim.token, started_at=started_at,
+                generation=state.policy.generation,
+            ))
+            starts.append((state, claim))
         try:
-            await self.worker.call(self.store.insert_run, run)
-        except DuplicateRunError:
-            pass
+            records = await self.worker.call(self.store.insert_runs, rows)
         except ReconcilerError as exc:
-            log.error("task %s: could not record %s slot %s: %s", run.task_name, status,
-                      slot.isoformat(), exc)
+            log.error("could not record %d run(s): %s", len(rows), exc)
+            records = [None] * len(rows)
+        for (state, claim), record in zip(starts, records, strict=True):
+            if claim is None:
+                continue
+            if record is None:
+                await claim.release()  # duplicate: someone else recorded this slot
+                continue
+            self._launch(state, record, claim)
+
+    def _launch(self, state: TaskState, record: RunRecord, claim: Claim) -> None:
+        active = ActiveRun(record, claim)
+        state.active[record.id] = active
+        task = asyncio.get_running_loop().create_task(self._execute(state, active))
+        self._runs.add(task)
+        task.add_done_callback(self._runs.discard)
 
     # ----------------------------------------------------------------------- runs
 
@@ -315,41 +359,30 @@ class Scheduler:
     ) -> RunRecord | None:
         """Claim, write the run row, and start the executor in the background."""
         policy = state.policy
+        if existing is None:
+            before = set(state.active)
+            await self._carry_out_many(
+                [(state, SlotDecision(slot, Verdict.RUN, trigger), attempt, trigger)],
+                self.clock.now(),
+            )
+            new = [a.record for rid, a in state.active.items() if rid not in before]
+            return new[0] if new else None
         claim = await self.claimer.claim(policy.name, slot, attempt)
         if claim is None:
             return None
-        now = self.clock.now()
-        record: RunRecord | None
+        record: RunRecord | None = None
         try:
-            if existing is not None:
-                ok = await self.worker.call(
-                    self.store.claim_pending_run, existing.id, replica=self.config.replica,
-                    fencing_token=claim.token, started_at=now,
-                )
-                record = await self.worker.call(self.store.get_run, existing.id) if ok else None
-            else:
-                record = await self.worker.call(
-                    self.store.insert_run,
-                    NewRun(
-                        task_name=policy.name, slot=slot, attempt=attempt, trigger=trigger,
-                        status=RunStatus.RUNNING, replica=self.config.replica,
-                        fencing_token=claim.token, started_at=now,
-                        generation=policy.generation,
-                    ),
-                )
-        except DuplicateRunError:
-            record = None
+            ok = await self.worker.call(
+                self.store.claim_pending_run, existing.id, replica=self.config.replica,
+                fencing_token=claim.token, started_at=self.clock.now(),
+            )
+            record = await self.worker.call(self.store.get_run, existing.id) if ok else None
         except ReconcilerError as exc:
-            log.error("task %s: could not claim slot %s: %s", policy.name, slot.isoformat(), exc)
-            record = None
+            log.error("task %s: could not claim run %d: %s", policy.name, existing.id, exc)
         if record is None:
             await claim.release()
             return None
-        active = ActiveRun(record, claim)
-        state.active[record.id] = active
-        task = asyncio.get_running_loop().create_task(self._execute(state, active))
-        self._runs.add(task)
-        task.add_done_callback(self._runs.discard)
+        self._launch(state, record, claim)
         return record
 
     async def _execute(self, state: TaskState, active: ActiveRun) -> None:

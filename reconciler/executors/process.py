@@ -324,6 +324,10 @@ class _Supervisor:
             )
 
     async def _clean_up_after_exit(self, protocol: _Protocol) -> None:
+        if protocol.eof.done() and not _group_alive(self.pgid):
+            # The usual case, checked cheaply: the group is empty and nobody holds the
+            # output pipe, so no session member can be left behind worth a /proc sweep.
+            return
         if not self._signal_tree(signal.SIGTERM):
             return  # the usual case: nothing left
         logger.info(
@@ -389,6 +393,16 @@ class _Supervisor:
         threading.Thread(target=worker, name=f"reap-{self.pgid}", daemon=True).start()
         if not await _wait_all([done], REAP_WAIT):
             logger.warning("process group %s: members not reaped after %ss", self.pgid, REAP_WAIT)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - a reused pgid owned by someone else
+        return True
+    return True
 
 
 async def _wait_all(futures: Sequence[asyncio.Future[None]], timeout: float) -> bool:

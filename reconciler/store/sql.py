@@ -653,20 +653,7 @@ class SQLStore:
     def insert_run(self, run: NewRun) -> RunRecord:
         """Insert a run (``created_at`` from the store's clock); ``DuplicateRunError`` if taken."""
         created_at = self.clock.now()
-        values = {
-            "task_name": run.task_name,
-            "slot": run.slot,
-            "attempt": run.attempt,
-            "trigger": Trigger(run.trigger).value,
-            "status": RunStatus(run.status).value,
-            "replica": run.replica,
-            "fencing_token": run.fencing_token,
-            "generation": run.generation,
-            "created_at": created_at,
-            "started_at": run.started_at,
-            "finished_at": run.finished_at,
-            "reason": run.reason,
-        }
+        values = _run_values(run, created_at)
         what = f"insert run {run.task_name}@{_iso(run.slot)}#{run.attempt}"
         with self._errors(what):
             try:
@@ -681,21 +668,31 @@ class SQLStore:
                     f"run {run.task_name} slot {_iso(run.slot)} attempt {run.attempt} "
                     "already exists (another replica claimed it)"
                 ) from None
-        return RunRecord(
-            id=run_id,
-            task_name=run.task_name,
-            slot=run.slot.astimezone(UTC),
-            attempt=run.attempt,
-            trigger=Trigger(run.trigger),
-            status=RunStatus(run.status),
-            replica=run.replica,
-            fencing_token=run.fencing_token,
-            created_at=_utc(created_at),
-            started_at=_utc(run.started_at),
-            finished_at=_utc(run.finished_at),
-            reason=run.reason,
-            generation=run.generation,
-        )
+        return _new_record(run, run_id, created_at)
+
+    def insert_runs(self, batch: Sequence[NewRun]) -> list[RunRecord | None]:
+        """Insert many runs in ONE transaction; ``None`` where (task, slot, attempt) is taken.
+
+        The scheduler starts every run due at the same instant through one call, so a
+        second with hundreds of slots costs one commit, not hundreds. A taken key is
+        skipped by the database itself (``ON CONFLICT DO NOTHING`` / ``INSERT IGNORE``),
+        so one duplicate never aborts the others.
+        """
+        if not batch:
+            return []
+        created_at = self.clock.now()
+        out: list[RunRecord | None] = []
+        with self._errors(f"insert {len(batch)} runs"), self.engine.begin() as conn:
+            stmt = _insert_ignoring_duplicates(self.dialect)
+            for run in batch:
+                result = conn.execute(stmt, _run_values(run, created_at))
+                if self.dialect in ("sqlite", "postgresql"):
+                    row = result.first()  # RETURNING id: no row when the key was taken
+                    run_id = None if row is None else int(row[0])
+                else:
+                    run_id = _new_id(result) if result.rowcount == 1 else None
+                out.append(None if run_id is None else _new_record(run, run_id, created_at))
+        return out
 
     def _run_exists(self, run: NewRun) -> bool:
         stmt = select(runs.c.id).where(
@@ -1034,6 +1031,61 @@ def _process_column(values: list[Any], process: Any) -> list[Any]:
             last_in, last_out = value, process(value)
         out.append(last_out)
     return out
+
+
+def _insert_ignoring_duplicates(dialect: str) -> Any:
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return (
+            sqlite_insert(runs)
+            .on_conflict_do_nothing(index_elements=["task_name", "slot", "attempt"])
+            .returning(runs.c.id)
+        )
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return (
+            pg_insert(runs)
+            .on_conflict_do_nothing(index_elements=["task_name", "slot", "attempt"])
+            .returning(runs.c.id)
+        )
+    return insert(runs).prefix_with("IGNORE")
+
+
+def _run_values(run: NewRun, created_at: datetime) -> dict[str, Any]:
+    return {
+        "task_name": run.task_name,
+        "slot": run.slot,
+        "attempt": run.attempt,
+        "trigger": Trigger(run.trigger).value,
+        "status": RunStatus(run.status).value,
+        "replica": run.replica,
+        "fencing_token": run.fencing_token,
+        "generation": run.generation,
+        "created_at": created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "reason": run.reason,
+    }
+
+
+def _new_record(run: NewRun, run_id: int, created_at: datetime) -> RunRecord:
+    return RunRecord(
+        id=run_id,
+        task_name=run.task_name,
+        slot=run.slot.astimezone(UTC),
+        attempt=run.attempt,
+        trigger=Trigger(run.trigger),
+        status=RunStatus(run.status),
+        replica=run.replica,
+        fencing_token=run.fencing_token,
+        created_at=_utc(created_at),
+        started_at=_utc(run.started_at),
+        finished_at=_utc(run.finished_at),
+        reason=run.reason,
+        generation=run.generation,
+    )
 
 
 def _new_id(result: CursorResult[Any]) -> int:
