@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from reconciler.core.model import DesiredState, ManifestError, TaskDef, TaskManifest
 from reconciler.core.runtime import ActualTask, SuspendOverride
@@ -35,15 +35,16 @@ class Action(enum.StrEnum):
     KEEP = "keep"  # frozen by an error: left exactly as it is in the table
 
 
-@dataclass(frozen=True, slots=True)
-class FieldChange:
+class FieldChange(NamedTuple):
     path: str
     old: Any
     new: Any
 
 
-@dataclass(frozen=True, slots=True)
-class TaskChange:
+class TaskChange(NamedTuple):
+    """What happens to one task. A NamedTuple: immutable, and cheap to build ten
+    thousand of on every plan."""
+
     name: str
     action: Action
     desired: TaskDef | None = None
@@ -167,14 +168,25 @@ def plan(
     return Plan(tuple(changes), tuple(desired.errors), tuple(drift), tuple(refusals))
 
 
+def _failed(path: str, failed: frozenset[str]) -> bool:
+    """``path`` is a failed file, or lies under a failed (e.g. unlistable) directory."""
+    if path in failed:
+        return True
+    parts = path.split("/")
+    return any("/".join(parts[:i]) in failed for i in range(1, len(parts)))
+
+
 def _frozen_reason(
     name: str, have: ActualTask | None, want: TaskDef | None, desired: DesiredState
 ) -> str | None:
     if name in desired.frozen_names:
         return "name declared more than once; fix the duplicate to apply changes"
-    if have is not None and have.source_file in desired.failed_files:
+    failed = desired.failed_files
+    if not failed:
+        return None
+    if have is not None and _failed(have.source_file, failed):
         return f"source file {have.source_file} failed to load"
-    if want is not None and want.source_file in desired.failed_files:
+    if want is not None and _failed(want.source_file, failed):
         return f"source file {want.source_file} has errors"
     return None
 

@@ -7,8 +7,11 @@ inherit the job list and every imported module; only their compact results trave
 back, pickled once per child through a pipe. The parent works on its own share
 meanwhile, so two cores mean one child.
 
-Failure of a child (crash, killed, deadlock past the timeout, unpicklable result) is not
-an error: the parent computes that share itself. Jobs must not raise.
+Work is handed out in chunks through a pipe, so a process that gets less CPU (a busy
+machine) does fewer of them. A child that fails (crash, killed, unpicklable result) or
+is still not done long after the parent finished (e.g. deadlocked on a lock another
+thread held at fork time) is not an error: the parent kills it and computes the chunks
+it had claimed itself. Jobs must not raise.
 """
 
 from __future__ import annotations
@@ -20,17 +23,23 @@ import os
 import pickle
 import select
 import signal
+import struct
 import sys
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Final, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: Seconds a child may take per job before the parent gives up on it (plus a base).
-CHILD_SECONDS_PER_JOB = 0.05
-CHILD_BASE_SECONDS = 30.0
+#: After finishing its own share in ``t`` seconds, the parent waits for a child at
+#: most ``max(CHILD_GRACE_SECONDS, CHILD_GRACE_FACTOR * t)`` more.
+CHILD_GRACE_SECONDS = 10.0
+CHILD_GRACE_FACTOR = 4.0
+
+#: Reducers for result types: a ``dataclass(slots=True)`` otherwise pickles through
+#: Python-level ``__getstate__``/``__setstate__``, twice as slow both ways.
+REDUCERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
 
 
 def can_fork() -> bool:
@@ -44,60 +53,85 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-#: Reducers for result types: a ``dataclass(slots=True)`` otherwise pickles through
-#: Python-level ``__getstate__``/``__setstate__``, twice as slow both ways.
-REDUCERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
-
-
 def fork_map(fn: Callable[[T], R], items: Sequence[T], processes: int) -> list[R]:
-    """``[fn(x) for x in items]`` spread over ``processes`` processes (this one included)."""
+    """``[fn(x) for x in items]`` spread over ``processes`` processes (this one included).
+
+    The items are cut into chunks that every process claims one at a time from a
+    shared pipe (reads of 4 bytes from a pipe are atomic), so a process that gets less
+    CPU simply does fewer chunks.
+    """
     n = len(items)
     processes = min(processes, n)
     if processes <= 1 or not can_fork():
         return [fn(x) for x in items]
-    shares = [range(i, n, processes) for i in range(processes)]
-    children: list[tuple[int, int, range]] = []
-    local = [shares[0]]
-    for k, share in enumerate(shares[1:], start=1):
-        try:
-            read_fd, write_fd = os.pipe()
+    size = max(MIN_CHUNK, -(-n // (processes * CHUNKS_PER_PROCESS)))
+    chunks = [range(start, min(start + size, n)) for start in range(0, n, size)]
+    queue_r, queue_w = os.pipe()
+    try:
+        os.write(queue_w, b"".join(_RECORD.pack(k) for k in range(len(chunks))))
+    finally:
+        os.close(queue_w)
+    children: list[tuple[int, int]] = []
+    try:
+        for _ in range(processes - 1):
             try:
-                pid = os.fork()
-            except OSError:
-                os.close(read_fd)
-                os.close(write_fd)
-                raise
-        except OSError:  # out of processes or descriptors: do the rest here
-            local.extend(shares[k:])
-            break
-        if pid == 0:  # pragma: no cover - runs in the child (coverage can't see it)
-            _child(fn, items, share, read_fd, write_fd)
-        os.close(write_fd)
-        children.append((pid, read_fd, share))
-    results: list[R | None] = [None] * n
-    for share in local:
-        for i in share:
-            results[i] = fn(items[i])
-    deadline = time.monotonic() + CHILD_BASE_SECONDS + CHILD_SECONDS_PER_JOB * n
-    for pid, read_fd, share in children:
-        payload = _collect(pid, read_fd, deadline)
-        values: list[R] | None = None
-        if payload is not None:
-            try:
-                loaded = pickle.loads(payload)  # noqa: S301 - our own child, same program
-            except Exception:
-                loaded = None
-            if isinstance(loaded, list) and len(loaded) == len(share):
-                values = loaded
-        if values is None:
-            values = [fn(items[i]) for i in share]
-        for i, value in zip(share, values, strict=True):
-            results[i] = value
+                read_fd, write_fd = os.pipe()
+                try:
+                    pid = os.fork()
+                except OSError:
+                    os.close(read_fd)
+                    os.close(write_fd)
+                    raise
+            except OSError:  # out of processes or descriptors: fewer helpers
+                break
+            if pid == 0:  # pragma: no cover - runs in the child (coverage can't see it)
+                _child(fn, items, chunks, queue_r, read_fd, write_fd)
+            os.close(write_fd)
+            children.append((pid, read_fd))
+        started = time.monotonic()
+        results: list[R | None] = [None] * n
+        done: set[int] = set()
+        for k in _claims(queue_r):
+            for i in chunks[k]:
+                results[i] = fn(items[i])
+            done.add(k)
+    finally:
+        os.close(queue_r)
+    elapsed = time.monotonic() - started
+    deadline = time.monotonic() + max(CHILD_GRACE_SECONDS, CHILD_GRACE_FACTOR * elapsed)
+    for pid, read_fd in children:
+        for k, values in _collect(pid, read_fd, deadline, chunks):
+            if k not in done:
+                results[chunks[k].start : chunks[k].stop] = values
+                done.add(k)
+    for k, chunk in enumerate(chunks):  # claimed by a child that failed
+        if k not in done:
+            for i in chunk:
+                results[i] = fn(items[i])
     return results  # type: ignore[return-value]
 
 
+_RECORD: Final = struct.Struct("<I")
+#: Chunks per process: enough to even out unequal speeds, few enough to be cheap.
+CHUNKS_PER_PROCESS = 8
+MIN_CHUNK = 16
+
+
+def _claims(queue_fd: int) -> Iterator[int]:
+    while True:
+        record = os.read(queue_fd, _RECORD.size)
+        if len(record) < _RECORD.size:
+            return
+        yield _RECORD.unpack(record)[0]
+
+
 def _child(
-    fn: Callable[[T], R], items: Sequence[T], share: range, read_fd: int, write_fd: int
+    fn: Callable[[T], R],
+    items: Sequence[T],
+    chunks: list[range],
+    queue_fd: int,
+    read_fd: int,
+    write_fd: int,
 ) -> None:  # pragma: no cover - runs in the child
     code = 1
     try:
@@ -105,7 +139,7 @@ def _child(
         import gc
 
         gc.disable()  # nothing survives the child; collections would only cost time
-        results = [fn(items[i]) for i in share]
+        results = [(k, [fn(items[i]) for i in chunks[k]]) for k in _claims(queue_fd)]
         buffer = io.BytesIO()
         pickler = pickle.Pickler(buffer, pickle.HIGHEST_PROTOCOL)
         pickler.dispatch_table = {**copyreg.dispatch_table, **REDUCERS}
@@ -121,24 +155,24 @@ def _child(
         os._exit(code)
 
 
-def _collect(pid: int, read_fd: int, deadline: float) -> bytes | None:
-    chunks: list[bytes] = []
+def _collect(
+    pid: int, read_fd: int, deadline: float, chunks: list[range]
+) -> list[tuple[int, list[Any]]]:
+    """The child's (chunk, results) pairs; [] if it failed (then it is killed, reaped)."""
+    data: list[bytes] = []
     ok = True
+    poller = select.poll()
+    poller.register(read_fd, select.POLLIN | select.POLLHUP | select.POLLERR)
     try:
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or not poller.poll(remaining * 1000):
                 ok = False
                 break
-            poller = select.poll()
-            poller.register(read_fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-            if not poller.poll(remaining * 1000):
-                ok = False
+            block = os.read(read_fd, 1 << 20)
+            if not block:
                 break
-            chunk = os.read(read_fd, 1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
+            data.append(block)
     except OSError:
         ok = False
     finally:
@@ -148,8 +182,18 @@ def _collect(pid: int, read_fd: int, deadline: float) -> bytes | None:
             os.kill(pid, signal.SIGKILL)
     try:
         _, status = os.waitpid(pid, 0)
-    except ChildProcessError:  # pragma: no cover - reaped by someone else (SIGCHLD ignored)
+    except ChildProcessError:  # pragma: no cover - reaped elsewhere (SIGCHLD ignored)
         status = 0
     if not ok or not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
-        return None
-    return b"".join(chunks)
+        return []
+    try:
+        pairs = pickle.loads(b"".join(data))  # noqa: S301 - from our own child
+    except Exception:
+        return []
+    if not isinstance(pairs, list):
+        return []
+    return [
+        (k, values)
+        for k, values in pairs
+        if isinstance(k, int) and 0 <= k < len(chunks) and len(values) == len(chunks[k])
+    ]

@@ -37,16 +37,35 @@ Errors
     A subdirectory that cannot be listed is reported under its own path (``team``) in
     ``errors`` and ``failed_files``.
 
+YAML
+    Safe loading only, YAML 1.1 scalars exactly as ``yaml.safe_load`` resolves them
+    (``yes`` is a boolean, ``010`` is 8), one document per ``---``; documents that are
+    empty (only comments) are skipped. Refused, each with the line and column:
+    any tag other than the standard scalar/list/mapping ones (``!!python/...``, ``!foo``,
+    ``!!binary``, ``!!set``), duplicate keys in a mapping (not "last wins"), merge keys
+    ``<<`` (refused rather than supported: they hide where a value comes from; write
+    the keys out), non-scalar mapping keys, recursive aliases. A document must be a
+    mapping with ``kind`` (only ``Task``) and an ``apiVersion`` that kind supports
+    (``reconciler/v1``). UTF-8 (with or without BOM) is read as is; UTF-16/UTF-32 with
+    a BOM are decoded; NUL bytes (binary, UTF-16 without BOM) are refused.
+
 Limits
-    :data:`MAX_FILE_BYTES` (checked before reading), nodes and nesting depth per document,
-    alias expansion per file, documents per file, errors reported per file.
+    :data:`MAX_FILE_BYTES` (from the size, before reading), :data:`MAX_NODES_PER_DOCUMENT`
+    and :data:`MAX_DEPTH` (counted while libyaml composes, so a huge or 10,000-deep
+    document stops early), :data:`MAX_ALIAS_EXPANSION` per file (each use of an alias is
+    charged the size of what it refers to; a "billion laughs" fails on the first alias
+    over budget, in microseconds), :data:`MAX_DOCUMENTS_PER_FILE`, and
+    :data:`MAX_ERRORS_PER_FILE` errors reported per file.
 
 Speed
     Parsing is libyaml plus a small constructor (see ``_yaml``); with many files to
-    parse (:data:`PARALLEL_MIN_FILES`) the work is forked over the available cores. A
-    :class:`LoadCache` makes reloading cheap: a file whose (device, inode, size, mtime,
-    ctime) did not change is not read at all, and one whose content hash did not
-    change is not parsed again.
+    parse (:data:`PARALLEL_MIN_FILES`) the work is forked over the usable cores (see
+    ``_parallel``: a child that crashes or hangs is replaced by the parent). The cyclic
+    GC is paused for the duration of a load. A :class:`LoadCache` makes reloading
+    cheap: a file whose (device, inode, size, mtime, ctime) did not change is not read
+    at all, one whose content hash did not change is not parsed again, and when only
+    the content of a few valid files changed the previous state is patched instead of
+    rebuilt.
 """
 
 from __future__ import annotations
@@ -58,7 +77,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Final
@@ -600,6 +619,7 @@ class LoadCache:
         self._entries: dict[str, _CacheEntry] = {}
         self._lock = threading.Lock()
         self._last: _LastLoad | None = None
+        self._found: list[tuple[str, str, _Signature]] | None = None  # the last full walk
         self.stats = LoadStats()
 
     def __len__(self) -> int:
@@ -609,19 +629,30 @@ class LoadCache:
         with self._lock:
             self._entries.clear()
             self._last = None
+            self._found = None
 
 
 # ----------------------------------------------------------------------- public API
 
 
 def load_directory(
-    path: str | os.PathLike[str], *, cache: LoadCache | None = None, workers: int | None = None
+    path: str | os.PathLike[str],
+    *,
+    cache: LoadCache | None = None,
+    workers: int | None = None,
+    hint: Collection[str] | None = None,
 ) -> DesiredState:
     """Load every manifest under ``path`` (see the module documentation for the rules).
 
     ``workers``: number of processes to parse with (this one included); ``None`` picks
     the number of usable CPUs when there are at least :data:`PARALLEL_MIN_FILES` files to
     parse, ``1`` never forks.
+
+    ``hint`` (with a warm ``cache``): the paths a file watcher saw change. When every one
+    of them is an existing manifest file of the last walk, the directory is not walked
+    again: only those files (and any not yet trusted) are looked at. Anything else (a
+    file added, deleted, renamed away, a directory, a path outside the root) falls
+    back to the full walk, and so does every call without a hint.
     """
     given = os.fspath(path)
     root = os.path.realpath(given)
@@ -637,13 +668,77 @@ def load_directory(
         if cache is None:
             return _load_directory(root, None, workers)
         with cache._lock:
-            return _load_directory(root, cache, workers)
+            return _load_directory(root, cache, workers, hint)
 
 
-def _load_directory(root: str, cache: LoadCache | None, workers: int | None) -> DesiredState:
+def _hinted(root: str, cache: LoadCache, hint: Collection[str]) -> _Walk | None:
+    """The last walk patched with the hinted paths, or None to walk again.
+
+    A hinted manifest file that exists is (re)stat-ed, or added when new; one that is
+    gone is dropped. Files not hinted keep their last signature unless their cache entry
+    is not yet trusted. Anything unusual (a directory, a symlink anywhere on the path, a
+    path outside the root) returns None and the caller walks the whole tree.
+    """
+    previous = cache._found
+    if previous is None or cache._last is None or cache._last.root != root:
+        return None
+    index = {rel: i for i, (rel, _, _) in enumerate(previous)}
+    fresh: set[int] = set()
+    gone: set[int] = set()
+    added: list[tuple[str, str, _Signature]] = []
+    for raw in hint:
+        real = os.path.realpath(raw)
+        rel = os.path.relpath(real, root).replace(os.sep, "/")
+        if rel.startswith("..") or rel == ".":
+            return None
+        parts = rel.split("/")
+        name = parts[-1]
+        if any(part.startswith(".") for part in parts) or _is_ignored(name):
+            continue  # hidden, or an editor's temporary or backup file: never a manifest
+        if not is_manifest_name(name):
+            return None  # a directory, or something we cannot reason about
+        path = os.path.join(root, *parts)
+        if os.path.realpath(path) != path:
+            return None  # a symlink on the way: only the walk applies those rules
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            if rel in index:
+                gone.add(index[rel])
+            continue
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        if rel in index:
+            fresh.add(index[rel])
+        elif rel not in {r for r, _, _ in added}:
+            added.append((rel, path, _signature(st)))
+    entries = cache._entries
+    out = _Walk()
+    for i, (rel, path, signature) in enumerate(previous):
+        if i in gone:
+            continue
+        entry = entries.get(rel)
+        if i in fresh or entry is None or not entry.trusted:
+            try:
+                st = os.stat(path, follow_symlinks=False)
+            except OSError:
+                return None
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            signature = _signature(st)
+        out.found.append((rel, path, signature))
+    out.found.extend(added)
+    return out
+
+
+def _load_directory(
+    root: str, cache: LoadCache | None, workers: int | None, hint: Collection[str] | None = None
+) -> DesiredState:
     started = time.perf_counter()
     scan_ns = time.time_ns()
-    walk = _walk(root)
+    walk = (_hinted(root, cache, hint) if cache is not None and hint else None) or _walk(root)
     found = walk.files()
     entries = cache._entries if cache is not None else {}
     new_entries: dict[str, _CacheEntry] = {}
@@ -713,6 +808,7 @@ def _load_directory(root: str, cache: LoadCache | None, workers: int | None) -> 
         last = _LastLoad(root, listing, last.order, state, last.offsets)
     cache._entries = new_entries
     cache._last = last
+    cache._found = found if not walk.errors and not walk.links else None
     unreadable = sum(1 for rel in changed if rel not in new_entries)
     cache.stats = LoadStats(
         len(new_entries) + unreadable,

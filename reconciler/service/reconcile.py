@@ -10,7 +10,7 @@ from __future__ import annotations
 import getpass
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,9 +47,16 @@ def make_plan(
     options: SafetyOptions = DEFAULT_SAFETY,
     *,
     cache: LoadCache | None = None,
+    actual: Iterable[ActualTask] | None = None,
+    hint: Collection[str] | None = None,
 ) -> tuple[DesiredState, Plan]:
-    desired = load_directory(manifests, cache=cache)
-    return desired, plan(desired, store.load_tasks(), options)
+    """Load the manifests and plan against ``actual`` (default: the store's live tasks).
+
+    The daemon passes the table as it last saw it, so a one-file change does not
+    re-read ten thousand rows.
+    """
+    desired = load_directory(manifests, cache=cache, hint=hint)
+    return desired, plan(desired, store.load_tasks() if actual is None else actual, options)
 
 
 def apply(
@@ -75,12 +82,21 @@ def reconcile(
     actor: str,
     clock: Clock | None = None,
     cache: LoadCache | None = None,
+    actual: Iterable[ActualTask] | None = None,
+    hint: Collection[str] | None = None,
 ) -> ReconcileResult:
-    """Load, plan and (when there is something to do and no rule refuses) apply."""
-    desired, the_plan = make_plan(manifests, store, options, cache=cache)
-    revision = detect_revision(manifests) if Path(manifests).exists() else None
+    """Load, plan and (when there is something to do and no rule refuses) apply.
+
+    The git revision is looked up only when there is something to apply: ``git
+    status`` over a large tree costs more than the rest of a no-change reconcile.
+    """
+    desired, the_plan = make_plan(
+        manifests, store, options, cache=cache, actual=actual, hint=hint
+    )
+    revision = None
     applied = None
     if the_plan.has_changes and not the_plan.refused:
+        revision = detect_revision(manifests) if Path(manifests).exists() else None
         applied = apply(the_plan, store, actor=actor, revision=revision, clock=clock)
     return ReconcileResult(desired, the_plan, revision, applied)
 

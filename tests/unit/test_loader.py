@@ -852,53 +852,54 @@ def test_cache_with_a_swapped_root_reuses_identical_content(tmp_path: Path) -> N
 # ----------------------------------------------------------------- pool, tree, paths
 
 
-def test_parallel_load_gives_the_same_state(tmp_path: Path) -> None:
+def test_parallel_load_gives_the_same_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     make_tree(tmp_path, 40)
     write(tmp_path, "bad.yaml", task_yaml("bad", extra="  nope: 1\n"))
     write(tmp_path, "dup.yaml", task_yaml("t001"))
     serial = load_directory(tmp_path, workers=1)
     parallel = load_directory(tmp_path, workers=2)
+    monkeypatch.setattr(_parallel, "MIN_CHUNK", 1)  # many small chunks
+    assert load_directory(tmp_path, workers=3) == serial
     assert parallel == serial
     assert [t.document for t in parallel.tasks] == [t.document for t in serial.tasks]
     assert len(parallel.tasks) == 39 and len(parallel.errors) == 2
 
 
-def test_a_crashing_worker_is_replaced_by_the_parent(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def wait_for(path: Path, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
+@pytest.mark.parametrize("failure", ["crash", "hang"])
+def test_a_failing_worker_is_replaced_by_the_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str
 ) -> None:
-    make_tree(tmp_path, 10)
+    root = tmp_path / "m"
+    make_tree(root, 10)
+    marker = tmp_path / "child-started"
     parent = os.getpid()
     real = loader._run_job
 
-    def flaky(job: loader._Job) -> loader._Outcome:
+    def failing(job: loader._Job) -> loader._Outcome:
         if os.getpid() != parent:
-            os._exit(3)
+            marker.touch()
+            if failure == "crash":
+                os._exit(3)
+            time.sleep(60)  # killed by the parent long before
+        wait_for(marker)  # the child has claimed (and lost) a chunk
         return real(job)
 
-    monkeypatch.setattr(loader, "_run_job", flaky)
-    state = load_directory(tmp_path, workers=2)
-    assert state.ok and len(state.tasks) == 10
-
-
-def test_a_hanging_worker_is_killed_and_replaced(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    make_tree(tmp_path, 4)
-    parent = os.getpid()
-    real = loader._run_job
-
-    def stuck(job: loader._Job) -> loader._Outcome:
-        if os.getpid() != parent:
-            time.sleep(60)
-        return real(job)
-
-    monkeypatch.setattr(loader, "_run_job", stuck)
-    monkeypatch.setattr(_parallel, "CHILD_BASE_SECONDS", 0.2)
-    monkeypatch.setattr(_parallel, "CHILD_SECONDS_PER_JOB", 0.0)
+    monkeypatch.setattr(loader, "_run_job", failing)
+    monkeypatch.setattr(_parallel, "MIN_CHUNK", 1)
+    monkeypatch.setattr(_parallel, "CHILD_GRACE_SECONDS", 0.2)
     started = time.perf_counter()
-    state = load_directory(tmp_path, workers=2)
+    state = load_directory(root, workers=2)
     assert time.perf_counter() - started < 5
-    assert state.ok and len(state.tasks) == 4
+    assert marker.exists()
+    assert state.ok and len(state.tasks) == 10
 
 
 def tree_of(root: Path) -> dict[str, bytes]:

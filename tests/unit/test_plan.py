@@ -176,3 +176,13 @@ def test_plan_document_matches_counts() -> None:
     }
     assert d.errors[0].file == "x.yaml"
     assert UNSET is None
+
+
+def test_tasks_under_a_failed_directory_are_kept() -> None:
+    desired = DesiredState(
+        tasks=(),
+        errors=(ManifestError("team", "cannot list directory: permission denied"),),
+        failed_files=frozenset({"team"}),
+    )
+    p = plan(desired, [have("a", "team/a.yaml"), have("b", "teamwork.yaml")])
+    assert actions(p) == {"a": Action.KEEP, "b": Action.DELETE}
