@@ -71,6 +71,7 @@ Speed
 from __future__ import annotations
 
 import errno
+import fnmatch
 import gc
 import hashlib
 import os
@@ -419,6 +420,76 @@ class _Walk:
         return self.found + [link for link in self.links if (link[2][0], link[2][1]) not in real]
 
 
+IGNORE_FILE: Final = ".reconcilerignore"
+
+
+@dataclass(frozen=True, slots=True)
+class _Ignore:
+    """Patterns from ``.reconcilerignore`` at the root of the manifests directory.
+
+    One glob per line (``#`` comments): a pattern without ``/`` matches a file or
+    folder name at any depth (``*.draft.yaml``); one with ``/`` matches the path from
+    the root (``deploy/argocd.yaml``); a trailing ``/`` matches folders only
+    (``gitops/``). It lets a manifests directory share a repository with other YAML,
+    e.g. Kubernetes objects for Argo CD or Flux.
+    """
+
+    names: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    dir_names: tuple[str, ...] = ()
+    dir_paths: tuple[str, ...] = ()
+
+    @classmethod
+    def read(cls, root: str) -> _Ignore:
+        try:
+            with open(os.path.join(root, IGNORE_FILE), encoding="utf-8") as fh:
+                return cls.parse(fh.read(1 << 20))
+        except (OSError, UnicodeDecodeError):
+            return cls()
+
+    @classmethod
+    def parse(cls, text: str) -> _Ignore:
+        names: list[str] = []
+        paths: list[str] = []
+        dir_names: list[str] = []
+        dir_paths: list[str] = []
+        for raw in text.splitlines():
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            is_dir = line.endswith("/")
+            line = line.strip("/")
+            if not line:
+                continue
+            if "/" in line:
+                (dir_paths if is_dir else paths).append(line)
+            else:
+                (dir_names if is_dir else names).append(line)
+        return cls(tuple(names), tuple(paths), tuple(dir_names), tuple(dir_paths))
+
+    def __bool__(self) -> bool:
+        return bool(self.names or self.paths or self.dir_names or self.dir_paths)
+
+    def file(self, rel: str) -> bool:
+        name = rel.rsplit("/", 1)[-1]
+        return any(fnmatch.fnmatchcase(name, p) for p in self.names) or any(
+            fnmatch.fnmatchcase(rel, p) for p in self.paths
+        )
+
+    def folder(self, rel: str) -> bool:
+        name = rel.rsplit("/", 1)[-1]
+        return any(fnmatch.fnmatchcase(name, p) for p in (*self.names, *self.dir_names)) or any(
+            fnmatch.fnmatchcase(rel, p) for p in (*self.paths, *self.dir_paths)
+        )
+
+    def under(self, rel: str) -> bool:
+        """``rel`` (a file) or one of its folders is ignored."""
+        parts = rel.split("/")
+        return self.file(rel) or any(
+            self.folder("/".join(parts[:i])) for i in range(1, len(parts))
+        )
+
+
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root if root.endswith(os.sep) else root + os.sep)
 
@@ -427,6 +498,7 @@ def _walk(root: str) -> _Walk:
     """List manifest files under the resolved directory ``root`` (not sorted)."""
     out = _Walk()
     found = out.found
+    ignore = _Ignore.read(root)
     stack = [("", root)]
     while stack:
         rel_dir, abs_dir = stack.pop()
@@ -445,7 +517,9 @@ def _walk(root: str) -> _Walk:
                 try:
                     # The common case first: a regular file (no stat needed to know).
                     if entry.is_file(follow_symlinks=False):
-                        if name.endswith(_SUFFIXES) or name.lower().endswith(_SUFFIXES):
+                        if (
+                            name.endswith(_SUFFIXES) or name.lower().endswith(_SUFFIXES)
+                        ) and not (ignore and ignore.file(rel_dir + name)):
                             st = entry.stat(follow_symlinks=False)
                             found.append(
                                 (
@@ -465,6 +539,8 @@ def _walk(root: str) -> _Walk:
                         continue
                     rel = rel_dir + name
                     is_manifest = name.lower().endswith(_SUFFIXES)
+                    if ignore and (ignore.file(rel) or ignore.folder(rel)):
+                        continue
                     if entry.is_symlink():
                         _symlink(entry, rel, root, is_manifest, out)
                     elif entry.is_dir(follow_symlinks=False):
@@ -691,6 +767,8 @@ def _hinted(root: str, cache: LoadCache, hint: Collection[str]) -> _Walk | None:
         rel = os.path.relpath(real, root).replace(os.sep, "/")
         if rel.startswith("..") or rel == ".":
             return None
+        if rel == IGNORE_FILE:
+            return None  # the ignore rules changed: walk again
         parts = rel.split("/")
         name = parts[-1]
         if any(part.startswith(".") for part in parts) or _is_ignored(name):
@@ -714,6 +792,9 @@ def _hinted(root: str, cache: LoadCache, hint: Collection[str]) -> _Walk | None:
             fresh.add(index[rel])
         elif rel not in {r for r, _, _ in added}:
             added.append((rel, path, _signature(st)))
+    ignore = _Ignore.read(root)
+    if ignore:
+        added = [a for a in added if not ignore.under(a[0])]
     entries = cache._entries
     out = _Walk()
     for i, (rel, path, signature) in enumerate(previous):
@@ -867,12 +948,16 @@ def load_tree(files: Mapping[str, bytes], *, label_prefix: str = "") -> DesiredS
     """
     jobs: list[_Job] = []
     bad: list[tuple[str, FileResult]] = []
+    raw_ignore = files.get(IGNORE_FILE)
+    ignore = _Ignore.parse(bytes(raw_ignore).decode("utf-8", "replace")) if raw_ignore else None
     for key in files:
         rel = key.replace("\\", "/")
         while rel.startswith("./"):
             rel = rel[2:]
         parts = rel.split("/")
         if any(_is_ignored(part) for part in parts[:-1] if part not in ("", "..")):
+            continue
+        if ignore and ignore.under(rel):
             continue
         if not is_manifest_name(parts[-1]):
             continue

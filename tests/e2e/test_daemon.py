@@ -114,3 +114,32 @@ def _quiet(daemon: DaemonProcess, task: str) -> bool:
     before = len(daemon.runs(task))
     time.sleep(2.5)
     return len(daemon.runs(task)) == before
+
+
+def test_git_sync_style_symlink_swap(daemon: DaemonProcess) -> None:
+    """git-sync publishes each revision in a new folder and swaps a symlink to it."""
+    root = daemon.root / "sync"
+    (root / "rev-1").mkdir(parents=True)
+    (root / "rev-1" / "a.yaml").write_text(task_yaml("a", "@every 1s", "command: [echo, one]"))
+    (root / "current").symlink_to("rev-1")
+    daemon.manifests = root / "current"
+    daemon.start()
+    wait_until(lambda: daemon.runs("a"), what="a run from rev-1")
+    (root / "rev-2").mkdir()
+    (root / "rev-2" / "b.yaml").write_text(task_yaml("b", "@every 1s", "command: [echo, two]"))
+    (root / "next").symlink_to("rev-2")
+    (root / "next").rename(root / "current")  # atomic swap, as git-sync does
+    wait_until(lambda: daemon.store.get_task("b") is not None
+               and daemon.store.get_task("a") is None, what="the swap to be applied")
+    wait_until(lambda: daemon.runs("b"), what="a run from rev-2")
+
+
+def test_sighup_resyncs(daemon: DaemonProcess) -> None:
+    daemon.write("a.yaml", task_yaml("a", "0 0 1 1 *", "command: [echo, a]"))
+    daemon.start("--resync-interval", "1h")
+    before = daemon.store.list_applies(limit=50)
+    (daemon.manifests / "b.yaml").write_text(task_yaml("b", "0 0 1 1 *", "command: [echo, b]"))
+    daemon.signal(signal.SIGHUP)
+    wait_until(lambda: daemon.store.get_task("b") is not None, what="the resync")
+    assert len(daemon.store.list_applies(limit=50)) == len(before) + 1
+    assert not daemon.exited()  # SIGHUP resyncs; it never stops the daemon

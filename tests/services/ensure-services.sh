@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Make sure the services the integration tests need are up (PostgreSQL, MariaDB).
+# Make sure what the integration tests need is installed and up: PostgreSQL, MariaDB,
+# and the Debian packages for ZooKeeper and Chromium (ZooKeeper servers themselves are
+# started by the test fixtures on free loopback ports).
 # The machine normally starts them; this starts any that are down. With CI=true a
 # service that cannot be started is a failure (the tests fail too, never skip).
 set -uo pipefail
@@ -13,6 +15,24 @@ wait_for() { # name check-fn
 }
 
 status=0
+
+# Debian packages the tests need: ZooKeeper (distributed mode), Chromium (dashboard test).
+missing=()
+[ -f /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "ensure-services: installing ${missing[*]}"
+    apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 \
+      || { echo "ensure-services: apt-get install ${missing[*]} failed" >&2; status=1; }
+  else
+    echo "ensure-services: missing ${missing[*]} (install them as root)" >&2
+    status=1
+  fi
+fi
+
 if ! pg_up; then
   if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
     echo "ensure-services: starting PostgreSQL"

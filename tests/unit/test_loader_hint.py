@@ -97,3 +97,29 @@ def test_a_hint_without_a_warm_cache_walks(tree: Path, monkeypatch: pytest.Monke
     calls = walks(monkeypatch)
     state = load_directory(tree, cache=LoadCache(), hint=[str(tree / "t1.yaml")])
     assert len(calls) == 1 and len(state.tasks) == 5
+
+
+def test_reconcilerignore(tmp_path: Path) -> None:
+    from reconciler.manifests import load_tree
+
+    (tmp_path / "a.yaml").write_text(manifest("a"))
+    (tmp_path / "deploy").mkdir()
+    (tmp_path / "deploy" / "argocd.yaml").write_text("apiVersion: argoproj.io/v1alpha1\n"
+                                                    "kind: Application\n")
+    (tmp_path / "x.draft.yaml").write_text("not: [valid")
+    (tmp_path / "team").mkdir()
+    (tmp_path / "team" / "b.yaml").write_text(manifest("b"))
+    (tmp_path / "team" / "c.draft.yaml").write_text(manifest("c"))
+    assert not load_directory(tmp_path).ok
+    (tmp_path / ".reconcilerignore").write_text("# comment\ndeploy/\n*.draft.yaml\n")
+    state = load_directory(tmp_path)
+    assert state.ok and sorted(t.name for t in state.tasks) == ["a", "b"]
+    tree = {str(p.relative_to(tmp_path)): p.read_bytes() for p in tmp_path.rglob("*")
+            if p.is_file()}
+    assert sorted(t.name for t in load_tree(tree).tasks) == ["a", "b"]
+    # A watcher hint for an ignored file changes nothing.
+    cache = LoadCache()
+    load_directory(tmp_path, cache=cache)
+    (tmp_path / "deploy" / "new.yaml").write_text("kind: Other\n")
+    hinted = load_directory(tmp_path, cache=cache, hint=[str(tmp_path / "deploy" / "new.yaml")])
+    assert hinted.ok and len(hinted.tasks) == 2
