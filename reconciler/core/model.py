@@ -68,9 +68,14 @@ def _duration(value: object) -> timedelta:
     if isinstance(value, timedelta):
         return value
     try:
-        return parse_duration(value)
+        parsed = parse_duration(value)
     except DurationError as exc:
         raise ValueError(str(exc)) from None
+    # The canonical form (what is stored and hashed) has millisecond resolution: "0.4ms"
+    # would be stored as "0s", which no longer validates when the table is read back.
+    if round(parsed.total_seconds() * 1000) == 0:
+        raise ValueError(f"duration {value!r} is shorter than 1ms")
+    return parsed
 
 
 Duration = Annotated[

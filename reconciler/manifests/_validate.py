@@ -75,6 +75,32 @@ def child(node: Node | None, key: str | int) -> tuple[Node | None, Node] | None:
     return None
 
 
+class _Children:
+    """:func:`child` with each mapping indexed on first use: locating thousands of
+    errors in one mapping by scanning it each time was quadratic (5,000 unknown keys
+    took seconds)."""
+
+    def __init__(self) -> None:
+        self._maps: dict[int, tuple[Node, dict[str, tuple[Node, Node]]]] = {}
+
+    def __call__(self, node: Node | None, key: str | int) -> tuple[Node | None, Node] | None:
+        if not isinstance(node, MappingNode):
+            return child(node, key)
+        cached = self._maps.get(id(node))
+        if cached is None or cached[0] is not node:
+            index: dict[str, tuple[Node, Node]] = {}
+            for key_node, value_node in node.value:
+                if isinstance(key_node, ScalarNode):
+                    index.setdefault(key_node.value, (key_node, value_node))
+            cached = self._maps[id(node)] = (node, index)
+        return cached[1].get(key if isinstance(key, str) else str(key))
+
+
+#: A ``metadata.name`` longer than this is not used to name the document in errors (or
+#: to look for duplicates): it cannot be valid, and it would be repeated in every line.
+MAX_IDENTITY_NAME: Final = 253
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
     """What a document says it is, read from the nodes (so even a broken one has it)."""
@@ -107,6 +133,7 @@ def identify(root: Node) -> Identity:
                     type(value_node) is ScalarNode
                     and value_node.tag == STR_TAG
                     and value_node.value
+                    and len(value_node.value) <= MAX_IDENTITY_NAME
                 ):
                     return Identity(kind, value_node.value, value_node)
                 break
@@ -117,11 +144,18 @@ def identify(root: Node) -> Identity:
 
 
 def validate_document(
-    root: Node, value: object, *, label: str, source_file: str, task: str | None = None
+    root: Node,
+    value: object,
+    *,
+    label: str,
+    source_file: str,
+    task: str | None = None,
+    max_errors: int | None = None,
 ) -> tuple[TaskDef | None, list[ManifestError]]:
     """Validate one constructed document; exactly one of the results is meaningful.
 
-    ``task`` is the document's name for error messages (see :func:`identify`).
+    ``task`` is the document's name for error messages (see :func:`identify`);
+    ``max_errors``: at most this many errors are worked out and returned.
     """
 
     def error(node: Node, message: str, field: str | None = None) -> ManifestError:
@@ -166,7 +200,8 @@ def validate_document(
     try:
         manifest = kind.model.model_validate(value)
     except ValidationError as exc:
-        return None, map_errors(exc.errors(include_url=False), root, kind.model, label, task)
+        errors = exc.errors(include_url=False)
+        return None, map_errors(errors, root, kind.model, label, task, limit=max_errors)
     except Exception as exc:  # a validator that raised something pydantic does not wrap
         return None, [error(root, f"cannot validate the document: {_describe(exc)}")]
     line = root.start_mark.line + 1
@@ -205,7 +240,7 @@ class _Located:
     union_is_last: bool  # the member tag ends the loc: a "wrong type" for that member
 
 
-def _locate(root: Node, error: ErrorDetails) -> _Located:
+def _locate(root: Node, error: ErrorDetails, child: Callable[..., Any] = child) -> _Located:
     loc = error["loc"]
     etype = error["type"]
     node = root
@@ -243,9 +278,13 @@ def map_errors(
     model: type[BaseModel],
     label: str,
     task: str | None,
+    *,
+    limit: int | None = None,
 ) -> list[ManifestError]:
-    """One :class:`ManifestError` per pydantic error (unions: see the module doc)."""
-    located = [_locate(root, e) for e in errors]
+    """One :class:`ManifestError` per pydantic error (unions: see the module doc); with
+    ``limit``, only the first ``limit`` of them."""
+    children = _Children()
+    located = [_locate(root, e, children) for e in errors]
     groups: dict[tuple[str | int, ...], dict[str, list[_Located]]] = {}
     for item in located:
         if item.union is not None:
@@ -273,7 +312,7 @@ def map_errors(
             got = _yaml_kind(item.node)
             keep.append((item, f"{_expected(list(members), model)}, got {got}"))
     out = []
-    for entry in keep:
+    for entry in keep if limit is None else keep[:limit]:
         if isinstance(entry, tuple):
             item, message = entry
         else:
@@ -326,7 +365,7 @@ def _message(item: _Located, model: type[BaseModel]) -> str:
         name = item.parts[-1]
         message = f'unknown field "{name}"'
         allowed = _fields_at(model, item.parts[:-1], item.union)
-        if allowed and isinstance(name, str):
+        if allowed and isinstance(name, str) and len(name) <= 100:  # difflib is O(len)
             close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
             if close:
                 message += f' (did you mean "{close[0]}"?)'

@@ -122,10 +122,12 @@ def prepare(data: bytes) -> bytes:
     if data[:1] in (b"\xff", b"\xfe", b"\x00"):
         for bom, codec, name in _BOMS:
             if data.startswith(bom):
+                body = data[len(bom) :]
                 try:
-                    text = data[len(bom) :].decode(codec)
+                    text = body.decode(codec)
                 except UnicodeDecodeError as exc:
-                    raise YamlProblem(f"invalid {name} text: {exc.reason}") from None
+                    line, column = text_position(body[: exc.start].decode(codec, "replace"))
+                    raise YamlProblem(f"invalid {name} text: {exc.reason}", line, column) from None
                 return text.encode("utf-8", "surrogatepass")
     nul = data.find(b"\x00")
     if nul >= 0:
@@ -139,12 +141,25 @@ def prepare(data: bytes) -> bytes:
     return data
 
 
+#: What libyaml counts as a line break (YAML 1.1): CRLF, CR, LF, NEL, LS, PS.
+_LINE_BREAK: Final = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+
+
 def byte_position(data: bytes, offset: int) -> tuple[int, int]:
-    """1-based line and (character) column of a byte offset in UTF-8 ``data``."""
+    """1-based line and (character) column of a byte offset in UTF-8 ``data``, counting
+    lines the way libyaml does (so a CR-only file gets the same lines in every error)."""
     offset = max(0, min(offset, len(data)))
-    line_start = data.rfind(b"\n", 0, offset) + 1
-    column = len(data[line_start:offset].decode("utf-8", "replace")) + 1
-    return data.count(b"\n", 0, offset) + 1, column
+    return text_position(data[:offset].decode("utf-8", "replace"))
+
+
+def text_position(text: str) -> tuple[int, int]:
+    """1-based line and column of the end of ``text`` (a BOM does not count)."""
+    line = 1
+    start = 1 if text.startswith("\ufeff") else 0
+    for match in _LINE_BREAK.finditer(text):
+        line += 1
+        start = match.end()
+    return line, len(text) - start + 1
 
 
 # ------------------------------------------------------------------------ composition
@@ -266,11 +281,11 @@ def compose_documents(source: bytes) -> Iterator[Node]:
             node = parser.get_node()
             if node is None:  # pragma: no cover - check_node said there is one
                 break
-            if node.tag == NULL_TAG and node.value == "" and type(node) is ScalarNode:
-                continue  # an empty document (only comments, or a bare '---')
-            count += 1
+            count += 1  # empty documents count too: 250,000 '---' would take seconds
             if count > MAX_DOCUMENTS_PER_FILE:
                 raise _at(f"more than {MAX_DOCUMENTS_PER_FILE:,} documents in one file", node)
+            if node.tag == NULL_TAG and node.value == "" and type(node) is ScalarNode:
+                continue  # an empty document (only comments, or a bare '---')
             yield node
     except _LimitExceeded as exc:
         raise exc.problem from None
@@ -300,7 +315,15 @@ def _marked_problem(exc: yaml.MarkedYAMLError, source: bytes) -> YamlProblem:
         message += "; tabs cannot be used for indentation in YAML, use spaces"
     elif "tab" in message:
         message += "; use spaces for indentation"
+    elif mark.column > _MAX_SIMPLE_KEY and (
+        "mapping values are not allowed" in message or "expected ':'" in message
+    ):
+        message += f"; a key cannot be longer than {_MAX_SIMPLE_KEY} characters"
     return YamlProblem(message, mark.line + 1, mark.column + 1)
+
+
+#: libyaml gives up on an implicit (``key: value``) key longer than this.
+_MAX_SIMPLE_KEY: Final = 1024
 
 
 def _char_at(source: bytes, line: int, column: int) -> str:
@@ -311,22 +334,26 @@ def _char_at(source: bytes, line: int, column: int) -> str:
 
 
 def _reader_problem(exc: yaml.reader.ReaderError, source: bytes) -> YamlProblem:
-    position = int(exc.position)
-    if "UTF-8" in exc.reason:  # libyaml may point past the start of the bad sequence
+    if "UTF-8" in exc.reason:
+        # libyaml points past the start of the bad sequence and names the byte where it
+        # noticed (or -1 at the end of the input): say what Python's decoder says.
         try:
             source.decode("utf-8")
         except UnicodeDecodeError as bad:
-            position = bad.start
-    line, column = byte_position(source, position)
+            line, column = byte_position(source, bad.start)
+            byte = source[bad.start]
+            message = f"invalid UTF-8: {bad.reason} (byte 0x{byte:02x}); save the file as UTF-8"
+            return YamlProblem(message, line, column)
+    line, column = byte_position(source, int(exc.position))
     char = exc.character
-    code = char if isinstance(char, int) else ord(char) if char else None
-    what = f" (byte 0x{code:02x})" if code is not None else ""
-    reason = exc.reason
-    if reason.startswith(("invalid", "incomplete")) and "UTF-8" in reason:
-        message = f"invalid UTF-8: {reason}{what}"
+    code = char if isinstance(char, int) else ord(char) if char else -1
+    if code < 0:
+        what = ""
+    elif code < 0x80:
+        what = f" (byte 0x{code:02x})"
     else:
-        message = f"{reason}{what}"
-    return YamlProblem(message, line, column)
+        what = f" (U+{code:04X})"
+    return YamlProblem(f"{exc.reason}{what}", line, column)
 
 
 # ----------------------------------------------------------------------- construction
@@ -345,14 +372,17 @@ _DECIMAL = re.compile(r"[1-9][0-9]*|0").fullmatch
 def _scalar(node: ScalarNode) -> object:
     tag = node.tag
     value = node.value
-    if tag == INT_TAG and _DECIMAL(value):
-        return int(value)
     make = _NAMED_SCALARS.get(tag)
     if make is None:
         raise _at(_tag_message(tag, "scalar"), node)
     try:
+        if tag == INT_TAG and _DECIMAL(value):
+            return int(value)
         return make(node)
     except Exception:
+        if tag == INT_TAG and len(value) > 1000:  # int() refuses > 4,300 digits
+            digits = sum(c.isdigit() for c in value)
+            raise _at(f"integer is too large ({digits:,} digits)", node) from None
         raise _at(f"invalid {short_tag(tag)} value {value!r}", node) from None
 
 
@@ -388,6 +418,7 @@ class Constructor:
     def __init__(self, *, aliases_possible: bool = True) -> None:
         self.problems: list[YamlProblem] = []
         self._aliases_possible = aliases_possible
+        self._first_keys: dict[int, tuple[Node, dict[object, Node]]] = {}
 
     def construct(self, root: Node) -> object:
         if not self._aliases_possible:
@@ -469,18 +500,30 @@ class Constructor:
             return _BAD
 
     def _duplicate(self, mapping: Node, key_node: Node, key: object) -> None:
-        first_line = None
-        for other, _ in mapping.value:
-            if other is key_node:
-                break
-            if type(other) is ScalarNode and _key_equals(other, key):
-                first_line = other.start_mark.line + 1
-                break
-        where = f" (first defined at line {first_line})" if first_line else ""
+        # The first key equal to ``key``, from an index of the mapping built on its first
+        # duplicate (scanning per duplicate is quadratic: 2,400 duplicates took 0.7 s).
+        cached = self._first_keys.get(id(mapping))
+        if cached is None or cached[0] is not mapping:
+            index: dict[object, Node] = {}
+            for other, _ in mapping.value:
+                if type(other) is not ScalarNode:
+                    continue
+                try:
+                    value = other.value if other.tag == STR_TAG else _scalar(other)
+                    index.setdefault(value, other)
+                except (YamlProblem, TypeError):
+                    continue
+            cached = self._first_keys[id(mapping)] = (mapping, index)
+        first = cached[1].get(key)
+        where = ""
+        if first is not None and first is not key_node:
+            where = f" (first defined at line {first.start_mark.line + 1})"
         self.problems.append(_at(f"duplicate key {_show(key)}{where}", key_node))
 
     # The file has anchors: share aliased values, charge aliases, refuse recursion.
-    def _careful(self, node: Node, depth: int, parent: Node | None) -> tuple[object, int]:
+    def _careful(self, node: Node, depth: int, where: Node | None) -> tuple[object, int]:
+        # ``where``: what an alias over budget is reported at (an alias node has no
+        # position of its own): the key it is the value of, or the enclosing list.
         nid = id(node)
         memo = self._memo.get(nid)
         if memo is not None:  # a second reference to the same node: an alias
@@ -488,7 +531,7 @@ class Constructor:
             if self._expanded > MAX_ALIAS_EXPANSION:
                 raise _at(
                     f"aliases expand to more than {MAX_ALIAS_EXPANSION:,} nodes (an alias bomb?)",
-                    parent or node,
+                    where or node,
                 )
             return memo
         if nid in self._active:
@@ -515,7 +558,7 @@ class Constructor:
                     if key in result:
                         self._duplicate(node, key_node, key)
                         continue
-                    item, item_size = self._careful(value_node, depth + 1, node)
+                    item, item_size = self._careful(value_node, depth + 1, key_node)
                     result[key] = item
                     size += item_size
                 value = result
@@ -532,14 +575,6 @@ class Constructor:
         out = (value, size)
         self._memo[nid] = out
         return out
-
-
-def _key_equals(node: Node, key: object) -> bool:
-    try:
-        other = node.value if node.tag == STR_TAG else _scalar(node)  # type: ignore[arg-type]
-    except YamlProblem:
-        return False
-    return bool(other == key)
 
 
 _BAD: Final = object()

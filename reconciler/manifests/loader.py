@@ -179,6 +179,12 @@ def parse_file(data: bytes, *, label: str, source_file: str | None = None) -> Fi
     source_file = label if source_file is None else source_file
     if len(data) > MAX_FILE_BYTES:
         return _too_big(label, len(data))
+    if not data:
+        # The first step of a truncate-then-write save looks exactly like this; treating
+        # it as "no tasks" would delete them. A file with only a comment is fine.
+        return FileResult(errors=(ManifestError(
+            label, "file is empty (a save in progress?); keep a comment in it to declare "
+            "no tasks, or delete the file to delete its tasks", 1, 1),))
     errors: list[ManifestError] = []
     tasks: list[TaskDef] = []
     names: list[tuple[str, int, int]] = []
@@ -213,7 +219,12 @@ def parse_file(data: bytes, *, label: str, source_file: str | None = None) -> Fi
                 errors.extend(_problem(label, p, name) for p in constructor.problems[seen:])
                 continue
             task, found = validate_document(
-                root, value, label=label, source_file=source_file, task=name
+                root,
+                value,
+                label=label,
+                source_file=source_file,
+                task=name,
+                max_errors=MAX_ERRORS_PER_FILE + 1 - len(errors),
             )
             if task is not None:
                 tasks.append(task)
@@ -221,8 +232,41 @@ def parse_file(data: bytes, *, label: str, source_file: str | None = None) -> Fi
     except YamlProblem as problem:
         errors.append(_problem(label, problem, None))
     if errors:
-        return FileResult((), tuple(errors), tuple(names))
+        return FileResult((), _reported(label, errors), tuple(names))
     return FileResult(tuple(tasks), (), tuple(names))
+
+
+#: Longest message or field path in an error: a value of 5,000 characters that an error
+#: quotes (an unknown key, a duration) is shortened in the middle, not repeated whole.
+MAX_ERROR_TEXT: Final = 500
+
+
+def _shorten(text: str) -> str:
+    if len(text) <= MAX_ERROR_TEXT:
+        return text
+    head, tail = MAX_ERROR_TEXT * 2 // 3, MAX_ERROR_TEXT // 4
+    omitted = len(text) - head - tail
+    return f"{text[:head]}...[{omitted:,} characters]...{text[-tail:]}"
+
+
+def _reported(label: str, errors: list[ManifestError]) -> tuple[ManifestError, ...]:
+    """At most :data:`MAX_ERRORS_PER_FILE` errors (one document can produce thousands),
+    then a note where checking stopped; long texts shortened."""
+    if len(errors) > MAX_ERRORS_PER_FILE:
+        stop = errors[MAX_ERRORS_PER_FILE]
+        note = ManifestError(
+            label,
+            f"more than {MAX_ERRORS_PER_FILE} errors; the rest of the file is not checked",
+            stop.line,
+            stop.column,
+        )
+        errors = [*errors[:MAX_ERRORS_PER_FILE], note]
+    return tuple(
+        replace(e, message=_shorten(e.message), field=e.field and _shorten(e.field))
+        if len(e.message) > MAX_ERROR_TEXT or (e.field and len(e.field) > MAX_ERROR_TEXT)
+        else e
+        for e in errors
+    )
 
 
 def _problem(label: str, problem: YamlProblem, task: str | None) -> ManifestError:
@@ -237,6 +281,10 @@ class _TooBig(Exception):
     def __init__(self, size: int) -> None:
         super().__init__(size)
         self.size = size
+
+
+class _Changed(Exception):
+    """The file was written to while we read it: what we have may be half of it."""
 
 
 def read_file(path: str) -> bytes:
@@ -262,6 +310,16 @@ def read_file(path: str) -> bytes:
             data = b"".join(parts)
         if len(data) > MAX_FILE_BYTES:
             raise _TooBig(len(data))
+        # A writer that truncates and rewrites the file in place while we read (an editor
+        # saving, `cat > x.yaml`) leaves a prefix of the new content: a file that may
+        # parse fine and declare fewer tasks. Refuse any read the file changed during.
+        after = os.fstat(fd)
+        if len(data) != st.st_size or (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ctime_ns,
+        ):
+            raise _Changed
         return data
     finally:
         os.close(fd)
@@ -272,6 +330,8 @@ def _read_error(label: str, exc: BaseException) -> FileResult:
         return _too_big(label, exc.size)
     if isinstance(exc, _NotRegular):
         return _file_error(label, "not a regular file")
+    if isinstance(exc, _Changed):
+        return _file_error(label, "file changed while it was being read (is it being written?)")
     if isinstance(exc, FileNotFoundError):
         return _file_error(label, "file disappeared while the manifests were being read")
     if isinstance(exc, PermissionError):
@@ -327,7 +387,7 @@ def _run_job(job: _Job) -> _Outcome:
         assert job.path is not None
         try:
             data = read_file(job.path)
-        except (OSError, _NotRegular, _TooBig) as exc:
+        except (OSError, _NotRegular, _TooBig, _Changed) as exc:
             return _Outcome(None, _read_error(job.label, exc))
     digest = _digest(data) if job.want_digest or job.known_digest is not None else None
     if digest is not None and digest == job.known_digest:
@@ -441,11 +501,38 @@ class _Ignore:
 
     @classmethod
     def read(cls, root: str) -> _Ignore:
+        """The rules in ``root``; none when there is no ignore file.
+
+        Read like a manifest (regular files only, never blocking on a FIFO, at most
+        :data:`MAX_FILE_BYTES`, a symlink only to a file inside ``root``). An ignore file
+        that exists but cannot be used raises :class:`ManifestLoadError`: loading without
+        its rules would suddenly declare every file it hides.
+        """
+        path = os.path.join(root, IGNORE_FILE)
         try:
-            with open(os.path.join(root, IGNORE_FILE), encoding="utf-8") as fh:
-                return cls.parse(fh.read(1 << 20))
-        except (OSError, UnicodeDecodeError):
+            os.lstat(path)
+        except FileNotFoundError:
             return cls()
+        except OSError as exc:
+            raise ManifestLoadError(f"cannot use {path}: {exc.strerror or exc}") from None
+        try:
+            real = os.path.realpath(path)
+            if os.path.islink(real):
+                raise ManifestLoadError(f"cannot use {path}: symlink loop")
+            if not _inside(real, root):
+                raise ManifestLoadError(
+                    f"cannot use {path}: symlink points outside the manifests directory"
+                )
+            text = read_file(real).decode("utf-8")
+        except FileNotFoundError:
+            what = "broken symlink" if os.path.islink(path) else "it disappeared while read"
+            raise ManifestLoadError(f"cannot use {path}: {what}") from None
+        except (OSError, _NotRegular, _TooBig, _Changed) as exc:
+            message = _read_error(IGNORE_FILE, exc).errors[0].message
+            raise ManifestLoadError(f"cannot use {path}: {message}") from None
+        except UnicodeDecodeError as exc:
+            raise ManifestLoadError(f"cannot use {path}: not UTF-8 text ({exc.reason})") from None
+        return cls.parse(text)
 
     @classmethod
     def parse(cls, text: str) -> _Ignore:

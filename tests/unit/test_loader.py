@@ -125,11 +125,16 @@ def test_several_documents_per_file_and_empty_documents(tmp_path: Path) -> None:
     assert [(t.name, t.source_line) for t in state.tasks] == [("first", 5), ("second", 14)]
 
 
-def test_an_empty_file_contributes_nothing(tmp_path: Path) -> None:
-    write(tmp_path, "empty.yaml", "")
+def test_a_comment_only_file_contributes_nothing_and_an_empty_one_is_an_error(
+    tmp_path: Path,
+) -> None:
     write(tmp_path, "comments.yaml", "# nothing here\n")
     state = load_directory(tmp_path)
     assert state.ok and state.tasks == ()
+    write(tmp_path, "empty.yaml", "")  # what a truncate-then-write save looks like midway
+    state = load_directory(tmp_path)
+    assert state.failed_files == {"empty.yaml"}
+    assert "file is empty" in state.errors[0].message
     assert state.files == {"empty.yaml", "comments.yaml"}
 
 
