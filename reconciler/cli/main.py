@@ -54,6 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-delete", type=int, default=10, help="refuse plans deleting more tasks (default 10)"
     )
     safety.add_argument("--force", action="store_true", help="apply even over --max-delete")
+    remote = argparse.ArgumentParser(add_help=False)
+    remote.add_argument(
+        "--server",
+        default=_env("RECONCILER_SERVER"),
+        metavar="URL",
+        help="talk to a running daemon's HTTP API instead of the database "
+        "(env RECONCILER_SERVER, e.g. http://127.0.0.1:8080)",
+    )
+    remote.add_argument(
+        "--token",
+        default=_env("RECONCILER_TOKEN"),
+        help="API token for --server (env RECONCILER_TOKEN; prefer the env variable)",
+    )
     out = argparse.ArgumentParser(add_help=False)
     out.add_argument("-o", "--output", choices=["text", "json"], default="text")
 
@@ -76,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--strict", action="store_true", help="apply nothing when any manifest is invalid"
     )
 
-    p = sub.add_parser("get", parents=[db], help="list tasks")
+    p = sub.add_parser("get", parents=[db, remote], help="list tasks")
     p.add_argument("what", choices=["tasks"])
     p.add_argument("-o", "--output", choices=["text", "wide", "json"], default="text")
 
@@ -107,26 +120,53 @@ def build_parser() -> argparse.ArgumentParser:
                    help=argparse.SUPPRESS)  # testing aid: shift the daemon's clock
     p.add_argument("--log-level", default=_env("RECONCILER_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"])
+    p.add_argument("--listen", default=_env("RECONCILER_LISTEN", "127.0.0.1:8080"),
+                   metavar="HOST:PORT",
+                   help="HTTP API, dashboard and /metrics address (env RECONCILER_LISTEN, "
+                        "default 127.0.0.1:8080)")
+    p.add_argument("--no-api", action="store_true",
+                   help="serve no HTTP API, dashboard or metrics")
+    p.add_argument("--api-token-file", default=_env("RECONCILER_API_TOKEN_FILE"),
+                   metavar="FILE",
+                   help="'name:token' lines allowed to call mutations (re-read on change and "
+                        "SIGHUP); also env RECONCILER_API_TOKEN='name:token'")
+    p.add_argument("--auth-reads", action="store_true",
+                   help="require a token for reads too (the dashboard asks for it)")
+    p.add_argument("--zookeeper", default=_env("RECONCILER_ZOOKEEPER"), metavar="HOSTS",
+                   help="distributed mode: 'zk-0:2181,zk-1:2181,zk-2:2181[/chroot]' "
+                        "(env RECONCILER_ZOOKEEPER); without it: one replica")
+    p.add_argument("--namespace", default=_env("RECONCILER_NAMESPACE", "default"),
+                   help="separates installations on one ZooKeeper (default 'default')")
+    p.add_argument("--max-clock-skew", default=_env("RECONCILER_MAX_CLOCK_SKEW", "2s"),
+                   help="refuse to claim while this replica's clock is further than this "
+                        "from the database's (default 2s; distributed mode)")
+    p.add_argument("--zookeeper-session-timeout",
+                   default=_env("RECONCILER_ZOOKEEPER_SESSION_TIMEOUT", "10s"),
+                   help="ZooKeeper session timeout: how long a crashed or stalled replica "
+                        "keeps its locks (env RECONCILER_ZOOKEEPER_SESSION_TIMEOUT, default 10s)")
 
-    p = sub.add_parser("status", parents=[db], help="daemon health and manifest errors")
+    p = sub.add_parser("status", parents=[db, remote], help="daemon health and manifest errors")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
 
-    p = sub.add_parser("runs", parents=[db], help="list the runs of a task")
+    p = sub.add_parser("runs", parents=[db, remote], help="list the runs of a task")
     p.add_argument("name")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
 
-    p = sub.add_parser("logs", parents=[db], help="print the output of a run")
+    p = sub.add_parser("logs", parents=[db, remote], help="print the output of a run")
     p.add_argument("run_id", type=int)
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="with --server: keep printing a live run's output until it ends")
 
-    p = sub.add_parser("trigger", parents=[db], help="run a task now (the daemon picks it up)")
+    p = sub.add_parser("trigger", parents=[db, remote],
+                       help="run a task now (the daemon picks it up)")
     p.add_argument("name")
 
-    p = sub.add_parser("suspend", parents=[db], help="suspend a task at run time")
+    p = sub.add_parser("suspend", parents=[db, remote], help="suspend a task at run time")
     p.add_argument("name")
     p.add_argument("--note", default=None, help="why (shown in status and the dashboard)")
 
-    p = sub.add_parser("resume", parents=[db], help="resume a task suspended at run time")
+    p = sub.add_parser("resume", parents=[db, remote], help="resume a task suspended at run time")
     p.add_argument("name")
     p.add_argument("--catch-up", action="store_true",
                    help="also run the most recent slot missed while suspended")
@@ -245,7 +285,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    from reconciler.cli.output import fmt_time, table
+    from reconciler.cli.output import fmt_time
     from reconciler.core.schedule import Schedule
 
     store = _store(args.database)
@@ -273,6 +313,12 @@ def cmd_get(args: argparse.Namespace) -> int:
                 "labels": task.document.get("metadata", {}).get("labels", {}),
             }
         )
+    return _emit_task_rows(args, rows)
+
+
+def _emit_task_rows(args: argparse.Namespace, rows: list[dict[str, Any]]) -> int:
+    from reconciler.cli.output import table
+
     if args.output == "json":
         for r in rows:
             del r["suspendedText"]
@@ -384,6 +430,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_concurrent_runs=max(1, args.max_concurrent_runs),
         output_limit=max(1024, args.output_limit),
         safety=_safety(args),
+        listen=None if args.no_api else args.listen,
+        api_token=_env("RECONCILER_API_TOKEN"),
+        api_token_file=args.api_token_file,
+        auth_reads=args.auth_reads,
+        zookeeper=args.zookeeper or None,
+        namespace=args.namespace,
+        max_clock_skew=_duration_arg("--max-clock-skew", args.max_clock_skew),
+        zookeeper_session_timeout=_duration_arg("--zookeeper-session-timeout",
+                                                args.zookeeper_session_timeout),
     )
     clock = None
     if args.clock_offset:
@@ -435,17 +490,25 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("daemon: not running (no live replica has reported)")
     rows: list[list[str]] = []
     errors: list[str] = []
+    notes: list[str] = []
     for r in replica_docs:
         st = r.get("status") or {}
         state = "stopped" if r["stopped_at"] else ("ok" if r["healthy"] else "stale")
-        rows.append([str(r["id"]), state, str(r["heartbeat_at"] or "-"),
+        zk: dict[str, Any] = st.get("zookeeper") or {}
+        writer = " *" if zk.get("writer") and not r["stopped_at"] else ""  # distributed mode
+        rows.append([str(r["id"]) + writer, state, str(r["heartbeat_at"] or "-"),
                      str(st.get("tasks", "-")), str(st.get("active_runs", "-")),
                      str(st.get("last_error") or "-")])
         if not r["stopped_at"]:
             errors.extend(st.get("manifest_errors") or [])
             errors.extend(f"refused: {x}" for x in st.get("refusals") or [])
+            skew: dict[str, Any] = st.get("clock_skew") or {}
+            if skew.get("refusing"):
+                notes.append(f"{r['id']} is not claiming: {skew['refusing']}")
     if rows:
         print(table(["REPLICA", "STATE", "HEARTBEAT", "TASKS", "ACTIVE", "LAST ERROR"], rows))
+    for note in notes:
+        print(note)
     if errors:
         print("manifest errors (their tasks are kept unchanged):")
         for e in dict.fromkeys(errors):
@@ -466,7 +529,6 @@ def _run_json(r: Any) -> dict[str, Any]:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from reconciler.cli.output import fmt_time, table
     from reconciler.core.errors import TaskNotFoundError
 
     store = _store(args.database)
@@ -474,18 +536,28 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if task is None:
         raise TaskNotFoundError(args.name)
     runs = store.list_runs(args.name, limit=args.limit)
+    return _emit_runs(args, [_run_json(r) for r in runs], task.time_zone)
+
+
+def _emit_runs(args: argparse.Namespace, runs: list[dict[str, Any]], zone: str) -> int:
+    from reconciler.cli.output import fmt_time, table
+
     if args.output == "json":
-        _print_json([_run_json(r) for r in runs])
+        _print_json(runs)
         return EXIT_OK
     rows = []
     for r in runs:
         dur = "-"
-        if r.started_at and r.finished_at:
-            dur = f"{(r.finished_at - r.started_at).total_seconds():.3f}s"
-        late = f"{r.lateness_seconds * 1000:.0f}ms" if r.lateness_seconds is not None else "-"
-        info = r.reason or r.error or ""
-        rows.append([str(r.id), fmt_time(r.slot, task.time_zone), str(r.attempt), str(r.trigger),
-                     str(r.status), late, dur, "-" if r.exit_code is None else str(r.exit_code),
+        if r["startedAt"] and r["finishedAt"]:
+            seconds = (datetime.fromisoformat(r["finishedAt"])
+                       - datetime.fromisoformat(r["startedAt"])).total_seconds()
+            dur = f"{seconds:.3f}s"
+        lateness = r["latenessSeconds"]
+        late = f"{lateness * 1000:.0f}ms" if lateness is not None else "-"
+        info = r["reason"] or r["error"] or ""
+        rows.append([str(r["id"]), fmt_time(datetime.fromisoformat(r["slot"]), zone),
+                     str(r["attempt"]), str(r["trigger"]), str(r["status"]), late, dur,
+                     "-" if r["exitCode"] is None else str(r["exitCode"]),
                      info.splitlines()[0][:80] if info else ""])
     print(table(["ID", "SLOT", "ATTEMPT", "TRIGGER", "STATUS", "LATENESS", "DURATION", "EXIT",
                  "INFO"], rows))
@@ -562,6 +634,170 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ------------------------------------------------------- the same commands over HTTP
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from reconciler.api.client import ApiClient
+
+    return ApiClient(args.server, args.token)
+
+
+def _parse_iso(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def remote_get(args: argparse.Namespace) -> int:
+    from reconciler.cli.output import fmt_time
+
+    with _client(args) as client:
+        items = client.tasks()
+    rows: list[dict[str, Any]] = []
+    for t in items:
+        nxt = _parse_iso(t["nextFireAt"])
+        suspended = "yes" if t["suspended"] else "no"
+        if t["suspended"] and (t.get("suspension") or {}).get("source") == "override":
+            suspended += " (override)"
+        rows.append({
+            "name": t["name"],
+            "schedule": t["schedule"],
+            "timeZone": t["timeZone"],
+            "next": fmt_time(nxt, t["timeZone"]) if nxt else None,
+            "nextUTC": fmt_time(nxt) if nxt else None,
+            "suspended": t["suspended"],
+            "suspendedText": suspended,
+            "source": t["source"]["file"],
+            "revision": t["source"]["revision"],
+            "generation": t["source"]["generation"],
+            "labels": t["labels"],
+        })
+    return _emit_task_rows(args, rows)
+
+
+RUN_KEYS = ("id", "task", "slot", "attempt", "trigger", "status", "replica", "startedAt",
+            "finishedAt", "latenessSeconds", "exitCode", "error", "reason", "progressPercent",
+            "progressMessage")
+
+
+def remote_runs(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        runs = client.runs(args.name, args.limit)
+        zone = "UTC"
+        if args.output != "json":
+            from reconciler.api.client import ApiClientError
+
+            try:
+                zone = client.task(args.name)["timeZone"]
+            except ApiClientError as exc:
+                if exc.status != 404:  # a deleted task: its runs, shown in UTC
+                    raise
+    return _emit_runs(args, [{k: r.get(k) for k in RUN_KEYS} for r in runs], zone)
+
+
+def remote_logs(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        last = ""
+        for chunk in client.log(args.run_id, follow=args.follow):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+            last = chunk or last
+        if last and not last.endswith("\n"):
+            sys.stdout.write("\n")
+        run = client.run(args.run_id)
+    if run.get("error"):
+        print(f"[{run['status']}] {run['error']}", file=sys.stderr)
+    return EXIT_OK
+
+
+def remote_trigger(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        run = client.trigger(args.name)["run"]
+    print(f"run {run['id']} of {args.name} started ({run['status']})")
+    return EXIT_OK
+
+
+def remote_suspend(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        answer = client.suspend(args.name, args.note)
+    if not answer["changed"]:
+        print(f"{args.name} was already suspended (nothing changed)")
+    else:
+        print(f"{args.name} suspended" + (f": {args.note}" if args.note else ""))
+    return EXIT_OK
+
+
+def remote_resume(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        answer = client.resume(args.name, args.catch_up)
+    if not answer["changed"]:
+        print(f"{args.name} was not suspended (nothing changed)")
+    else:
+        print(f"{args.name} resumed")
+    run = answer.get("run")
+    if run:
+        print(f"run {run['id']} for the missed slot {run['slot']} ({run['status']})")
+    elif args.catch_up and answer["changed"]:
+        print("no slot was missed while it was suspended")
+    return EXIT_OK
+
+
+def remote_status(args: argparse.Namespace) -> int:
+    from reconciler.cli.output import fmt_time, table
+
+    with _client(args) as client:
+        data = client.status()
+    if args.output == "json":
+        _print_json(data)
+    else:
+        t = data["tasks"]
+        print(f"tasks: {t['total']} ({t['suspended']} suspended, {t['running']} running, "
+              f"{t['failing']} failing)")
+        last = data.get("lastReconcile")
+        if last:
+            at = _parse_iso(last["at"])
+            print(f"last reconcile: {fmt_time(at) if at else '-'}"
+                  + (f" at {last['revision'][:12]}" if last.get("revision") else "")
+                  + (f" (failed: {last['error']})" if last.get("error") else ""))
+        print(f"mode: {data['mode']}, writer: {data['writer'] or '-'}, "
+              f"ready: {'yes' if data['ready'] else 'no'}")
+        rows = []
+        for r in data["replicas"]:
+            state = "stopped" if r["stoppedAt"] else ("ok" if r["healthy"] else "stale")
+            rows.append([r["id"] + (" *" if r["writer"] else ""), state,
+                         r["heartbeatAt"] or "-", str(r["tasks"] if r["tasks"] is not None
+                                                      else "-"),
+                         str(r["activeRuns"] if r["activeRuns"] is not None else "-"),
+                         r["lastError"] or "-"])
+        if rows:
+            print(table(["REPLICA", "STATE", "HEARTBEAT", "TASKS", "ACTIVE", "LAST ERROR"],
+                        rows))
+        errors = [_error_line(e) for e in data["manifestErrors"]]
+        errors += [f"refused: {x}" for x in data["refusals"]]
+        if errors:
+            print("manifest errors (their tasks are kept unchanged):")
+            for e in errors:
+                print(f"  {e}")
+    healthy = data["ready"] and not data["manifestErrors"] and not data["refusals"]
+    return EXIT_OK if healthy else EXIT_ERROR
+
+
+def _error_line(e: dict[str, Any]) -> str:
+    where = e["file"] + (f":{e['line']}" if e.get("line") is not None else "")
+    parts = [where, *(x for x in (e.get("task"), e.get("field")) if x), e["message"]]
+    return ": ".join(parts)
+
+
+REMOTE_COMMANDS = {
+    "get": remote_get,
+    "status": remote_status,
+    "runs": remote_runs,
+    "logs": remote_logs,
+    "trigger": remote_trigger,
+    "suspend": remote_suspend,
+    "resume": remote_resume,
+}
+
+
 COMMANDS = {
     "validate": cmd_validate,
     "diff": cmd_diff,
@@ -594,6 +830,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from reconciler.core.errors import ReconcilerError
 
     try:
+        if getattr(args, "server", None) and args.command in REMOTE_COMMANDS:
+            return REMOTE_COMMANDS[args.command](args)
         return COMMANDS[args.command](args)
     except ReconcilerError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -31,15 +32,29 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from kazoo.exceptions import KazooException
+
 from reconciler.core.clock import Clock, SystemClock
 from reconciler.core.errors import ReconcilerError
+from reconciler.core.model import ConcurrencyPolicy
 from reconciler.core.plan import Action, SafetyOptions
-from reconciler.core.runtime import RunStatus, Trigger
+from reconciler.core.protocols import Claimer
+from reconciler.core.runtime import ActualTask, RunStatus, Trigger
+from reconciler.daemon.api_ops import DaemonApi
 from reconciler.daemon.claims import InProcessClaimer
 from reconciler.daemon.offload import OffloadExecutor
 from reconciler.daemon.scheduler import Scheduler, SchedulerConfig
 from reconciler.daemon.worker import StoreWorker
 from reconciler.executors import DispatchExecutor
+from reconciler.locks import (
+    ChangeEvent,
+    ConnectionState,
+    SkewGuard,
+    SkewGuardedClaimer,
+    ZooKeeperClaim,
+    ZooKeeperClaimer,
+    ZooKeeperCoordinator,
+)
 from reconciler.manifests import LoadCache
 from reconciler.service import ReconcileResult, reconcile
 
@@ -64,12 +79,23 @@ class DaemonConfig:
     replica: str = field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     )
+    listen: str | None = None  # HTTP API + dashboard address ("127.0.0.1:8080"); None: off
+    api_token: str | None = None  # "name:token" or "token" (RECONCILER_API_TOKEN)
+    api_token_file: str | None = None  # "name:token" lines, re-read on change and SIGHUP
+    auth_reads: bool = False  # reads need a token too
+    # distributed mode (docs/guarantees.md): None = single replica, in-process claims
+    zookeeper: str | None = None  # "zk-0:2181,zk-1:2181,zk-2:2181[/chroot]"
+    namespace: str = "default"
+    max_clock_skew: timedelta = timedelta(seconds=2)
+    zookeeper_session_timeout: timedelta = timedelta(seconds=10)
 
 
 def _interesting(path: str) -> bool:
     name = os.path.basename(path)
     # A dot-entry can still be git-sync's symlink swap (".worktrees"); the periodic
     # resync covers it.
+    if name == ".reconcilerignore":
+        return True
     return not (name.startswith((".", "#")) or name.endswith(IGNORED_SUFFIXES))
 
 
@@ -88,25 +114,85 @@ class Daemon:
         self.last_result: ReconcileResult | None = None
         self.last_error: str | None = None
         self.executor = OffloadExecutor(DispatchExecutor())
+        claimer: Claimer = InProcessClaimer()
+        self.coordinator: ZooKeeperCoordinator | None = None
+        self.skew_guard: SkewGuard | None = None
+        if config.zookeeper:
+            self.coordinator = ZooKeeperCoordinator(
+                config.zookeeper, namespace=config.namespace, replica=config.replica,
+                session_timeout=config.zookeeper_session_timeout.total_seconds(),
+            )
+            self.zk_claimer = ZooKeeperClaimer(self.coordinator, on_lost=self._on_claim_lost)
+            self.skew_guard = SkewGuard.for_engine(self.store.engine, self.clock,
+                                                   bound=config.max_clock_skew)
+            claimer = SkewGuardedClaimer(self.zk_claimer, self.skew_guard)
         self.scheduler = Scheduler(
-            self.store, self.worker, InProcessClaimer(), self.executor, self.clock,
+            self.store, self.worker, claimer, self.executor, self.clock,
             SchedulerConfig(
                 replica=config.replica,
                 max_concurrent_runs=config.max_concurrent_runs,
                 output_limit=config.output_limit,
+                skip_covered_slots=self.coordinator is not None,
             ),
         )
         self._override_marker: Any = None
+        self.api = DaemonApi(self, listen=config.listen, api_token=config.api_token,
+                             token_file=config.api_token_file, auth_reads=config.auth_reads)
+        self.scheduler.listener = self.api.observer
+        if self.skew_guard is not None:  # a clock off the bound decides nothing
+            self.scheduler.clock_refusal = self.skew_guard.over_bound
+        self.actual: dict[str, ActualTask] | None = None
+        self.full_resync = False
+        self.changed_paths: set[str] = set()
 
     # ------------------------------------------------------------------ start-up
 
     async def start(self) -> None:
         await self.worker.bulk(self.store.upgrade)
-        await self._abandon_orphans(all_running=True)
+        # With peers, "running" rows may be theirs: only stale ones are abandoned.
+        await self._abandon_orphans(all_running=self.coordinator is None)
         await self.reconcile_once(initial=True)
+
+    # ------------------------------------------------------------ distributed mode
+
+    def _on_claim_lost(self, claim: ZooKeeperClaim) -> None:
+        """The lock of a run is gone (session lost, lease ran out): stop Forbid/Replace."""
+        for state in self.scheduler.tasks.values():
+            if state.policy.concurrency is ConcurrencyPolicy.ALLOW:
+                continue
+            for active in state.active.values():
+                if active.claim is claim:
+                    active.cancel_status = RunStatus.CANCELLED
+                    active.cancel_reason = "lock lost"
+                    active.cancel.set()
+
+    def _on_change(self, event: ChangeEvent) -> None:
+        if event.info.get("by") != self.config.replica:
+            self.full_resync = True
+            self.resync_now.set()
+
+    def _on_writer(self, is_writer: bool) -> None:
+        if is_writer:  # reconcile the manifests now rather than at the next resync
+            self.full_resync = True
+            self.resync_now.set()
+
+    async def _follow_table(self, *, initial: bool) -> None:
+        """Not the writer: schedule from the runtime table the writer maintains."""
+        try:
+            rows = await self.worker.bulk(self.store.load_tasks)
+        except ReconcilerError as exc:
+            self.last_error = str(exc)
+            log.error("reading the runtime table failed: %s", exc)
+            return
+        self.actual = {r.name: r for r in rows}
+        await self.scheduler.sync(rows, full=True, recover=initial)
+        await self._write_status()
 
     async def _abandon_orphans(self, *, all_running: bool) -> None:
         """Mark runs whose process is gone ``abandoned``; retry them if the policy says so."""
+        self._pending_abandoned: list[Any] = []
+        if not all_running and self.skew_guard is not None and self.skew_guard.over_bound():
+            return  # "stale" by a clock that is off: a peer's live runs would look dead
         now = self.clock.now()
         stale_before = None if all_running else now - self.config.abandon_after
         runs = await self.worker.call(
@@ -123,6 +209,7 @@ class Daemon:
         for run in runs:
             log.warning("run %d of %s (slot %s) abandoned", run.id, run.task_name,
                         run.slot.isoformat())
+            self.api.observer.run_finished(run)
             state = self.scheduler.tasks.get(run.task_name)
             if state is not None and run.attempt <= state.policy.retry_limit:
                 self.scheduler.timeline.add_retry(
@@ -130,16 +217,37 @@ class Daemon:
                 )
         self._pending_abandoned = runs
 
-    async def reconcile_once(self, *, initial: bool = False) -> ReconcileResult | None:
+    async def reconcile_once(
+        self, *, initial: bool = False, full: bool = False
+    ) -> ReconcileResult | None:
+        """Reconcile the manifests into the table and the scheduler.
+
+        The table as last seen is kept in memory (``self.actual``) and planned against,
+        so a one-file change costs one file read and a few row writes; ``full`` (start-up
+        and the periodic resync) re-reads every row to pick up writes from elsewhere.
+        """
+        if self.coordinator is not None and not self.coordinator.is_writer:
+            await self._follow_table(initial=initial)
+            return None
         started = self.clock.monotonic()
         try:
+            hint: set[str] | None = None
+            if initial or full or self.actual is None:
+                rows = await self.worker.bulk(self.store.load_tasks)
+                self.actual = {r.name: r for r in rows}
+                self.changed_paths.clear()
+            elif self.changed_paths:
+                hint, self.changed_paths = self.changed_paths, set()
             result = await self.worker.bulk(
                 reconcile, self.config.manifests, self.store, self.config.safety,
                 actor=f"daemon/{self.config.replica}", clock=self.clock, cache=self.cache,
+                actual=list(self.actual.values()), hint=hint,
             )
         except ReconcilerError as exc:
             self.last_error = str(exc)
             log.error("reconcile failed: %s", exc)
+            self.api.reconciled(None, self.clock.monotonic() - started, self.clock.now(),
+                                str(exc))
             return None
         self.last_result, self.last_error = result, None
         for error in result.plan.errors:
@@ -150,6 +258,7 @@ class Daemon:
                    if c.action in (Action.CREATE, Action.UPDATE, Action.DELETE)}
         if initial:
             rows = await self.worker.bulk(self.store.load_tasks)
+            self.actual = {r.name: r for r in rows}
             await self.scheduler.sync(rows, full=True, recover=True)
             for run in getattr(self, "_pending_abandoned", []):
                 state = self.scheduler.tasks.get(run.task_name)
@@ -159,19 +268,26 @@ class Daemon:
                         state.policy.generation,
                     )
         elif changed:
-            rows = [
-                r for r in await self.worker.bulk(self.store.get_tasks, sorted(changed))
-            ]
+            rows = await self.worker.bulk(self.store.get_tasks, sorted(changed))
             for name in changed - {r.name for r in rows}:
                 self.scheduler.forget(name)
             await self.scheduler.sync(rows, full=False)
+        if changed and not initial and self.actual is not None:
+            for name in changed:
+                self.actual.pop(name, None)
+            self.actual.update((r.name, r) for r in rows if r.name in changed)
         if result.applied is not None:
             a = result.applied
             log.info("applied%s: %d created, %d updated, %d deleted",
                      f" at {result.revision}" if result.revision else "",
                      a.created, a.updated, a.deleted)
+            if self.coordinator is not None and changed:
+                await self.coordinator.notify_change(
+                    revision=str(result.revision) if result.revision else None,
+                    changed=len(changed))
         elapsed = self.clock.monotonic() - started
         log.debug("reconcile took %.1f ms", elapsed * 1000)
+        self.api.reconciled(result, elapsed, self.clock.now())
         await self._write_status()
         return result
 
@@ -190,6 +306,7 @@ class Daemon:
                     rust_timeout=1000, yield_on_timeout=False,
                 ):
                     log.debug("manifests changed: %d event(s)", len(changes))
+                    self.changed_paths.update(path for _, path in changes)
                     self.resync_now.set()
             except (OSError, RuntimeError) as exc:
                 log.warning("watching %s failed (%s); relying on the resync interval",
@@ -200,12 +317,17 @@ class Daemon:
     async def resync_loop(self) -> None:
         interval = self.config.resync_interval.total_seconds()
         while not self.stop.is_set():
-            with contextlib.suppress(TimeoutError):
+            full = False
+            try:
                 await asyncio.wait_for(self.resync_now.wait(), timeout=interval)
+            except TimeoutError:
+                full = True  # the periodic resync re-reads the whole table
             if self.stop.is_set():
                 break
             self.resync_now.clear()
-            await self.reconcile_once()
+            full = full or self.full_resync
+            self.full_resync = False
+            await self.reconcile_once(full=full)
 
     async def poll_loop(self) -> None:
         """Pick up what the CLI wrote: manual triggers and suspend/resume overrides."""
@@ -227,6 +349,7 @@ class Daemon:
             self._override_marker = marker
             if not first:
                 rows = await self.worker.bulk(self.store.load_tasks)
+                self.actual = {r.name: r for r in rows}
                 await self.scheduler.sync(rows, full=True)
         pending = await self.worker.call(
             self.store.list_runs, None, limit=100, statuses=[RunStatus.PENDING]
@@ -258,6 +381,15 @@ class Daemon:
             "active_runs": len(self.scheduler.active_runs),
             "last_error": self.last_error,
         }
+        if self.coordinator is not None and self.skew_guard is not None:
+            status["zookeeper"] = self.coordinator.status()
+            status["claims"] = self.zk_claimer.status()
+            status["clock_skew"] = self.skew_guard.status()
+            connected = self.coordinator.state is ConnectionState.CONNECTED
+            with contextlib.suppress(KazooException, TimeoutError, RuntimeError):
+                members = await self.coordinator.members() if connected else []
+                # ZooKeeper's view of the cluster (membership nodes), for `status`
+                status["members"] = [m.id for m in members]
         if result is not None:
             status["revision"] = str(result.revision) if result.revision else None
             status["manifest_errors"] = [str(e) for e in result.plan.errors]
@@ -268,12 +400,30 @@ class Daemon:
 
     # ------------------------------------------------------------------- lifecycle
 
+    def _on_sighup(self) -> None:
+        self.api.reload_tokens()
+        self.full_resync = True
+        self.resync_now.set()
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.resync_now.set)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        self.api.bind()  # before anything else: a port in use is a clean start-up error
+        self.api.serve()  # /healthz answers during start-up; /readyz says when it is done
+        if self.coordinator is not None and self.skew_guard is not None:
+            await self.coordinator.start()
+            self.coordinator.add_change_listener(self._on_change)
+            self.coordinator.add_writer_listener(self._on_writer)
+            await self.skew_guard.refresh()  # measured before the first claim
+            with contextlib.suppress(TimeoutError):  # the first replica leads at once
+                await self.coordinator.wait_writer(0.5)
         await self.start()
+        await self.api.started()
+        # Everything loaded so far lives as long as the process: keep it out of the
+        # cyclic collector's full passes, whose pauses would otherwise delay slots.
+        gc.freeze()
         log.info("reconciler %s running: %d task(s) from %s", self.config.replica,
                  len(self.scheduler.tasks), self.config.manifests)
         loops = [
@@ -283,7 +433,10 @@ class Daemon:
             loop.create_task(self.poll_loop()),
             loop.create_task(self.heartbeat_loop()),
         ]
+        if self.skew_guard is not None:
+            loops.append(loop.create_task(self.skew_guard.run(self.stop)))
         await self.stop.wait()
+        self.api.stopping()
         log.info("stopping: waiting up to %ss for %d running run(s)",
                  self.config.shutdown_grace.total_seconds(), len(self.scheduler.active_runs))
         self.resync_now.set()
@@ -291,9 +444,13 @@ class Daemon:
         for t in loops:
             t.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
+        if self.coordinator is not None:
+            await self.zk_claimer.close()
+            await self.coordinator.close()  # membership and election node go at once
         with contextlib.suppress(ReconcilerError):
             await self.worker.call(self.store.write_replica_status, self.config.replica,
                                    None, self.clock.now())
+        await self.api.close()
         self.worker.close()
         self.executor.close()
         log.info("stopped")

@@ -19,9 +19,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from reconciler.core.clock import Clock
 from reconciler.core.errors import ReconcilerError
@@ -60,6 +60,15 @@ class SchedulerConfig:
     output_limit: int = 64 * 1024
     kill_grace: timedelta = timedelta(seconds=5)
     prune_every: int = 10  # prune a task's history after every N finished runs
+    # A slot whose claim went to another replica is checked after this long: if that
+    # replica recorded nothing (it died holding the lock), the slot is recorded missed.
+    unclaimed_grace: timedelta = timedelta(seconds=30)
+    max_deferred_rows: int = 100_000
+    # Distributed mode: a slot this replica reaches after the next one was due already
+    # is skipped when a peer recorded a later slot of the task (the cluster moved past
+    # it). Without this, a replica back from a stall would claim old slots whose rows
+    # history pruning had deleted, and run them a second time.
+    skip_covered_slots: bool = False
 
 
 @dataclass
@@ -71,6 +80,53 @@ class ActiveRun:
     cancel_reason: str | None = None
     output: list[str] = field(default_factory=list)
     output_size: int = 0
+    output_seq: int = 0  # chunks ever appended; output holds the newest ones
+    done: bool = False
+    _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    def waiter(self) -> asyncio.Event:
+        """An event set at the next change (new output, or the run ending)."""
+        return self._changed
+
+    def notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+
+class SchedulerListener(Protocol):
+    """Observes the scheduler (the HTTP API's index, metrics and events); called on the loop."""
+
+    def task_row(self, row: ActualTask) -> None: ...
+
+    def task_removed(self, name: str) -> None: ...
+
+    def next_fire(self, name: str, at: datetime | None) -> None: ...
+
+    def run_started(self, record: RunRecord) -> None: ...
+
+    def run_finished(self, record: RunRecord) -> None: ...
+
+    def run_recorded(self, record: RunRecord) -> None: ...
+
+
+class NoListener:
+    def task_row(self, row: ActualTask) -> None:
+        pass
+
+    def task_removed(self, name: str) -> None:
+        pass
+
+    def next_fire(self, name: str, at: datetime | None) -> None:
+        pass
+
+    def run_started(self, record: RunRecord) -> None:
+        pass
+
+    def run_finished(self, record: RunRecord) -> None:
+        pass
+
+    def run_recorded(self, record: RunRecord) -> None:
+        pass
 
 
 @dataclass
@@ -94,6 +150,8 @@ class _Events:
         a.output_size += len(text)
         while a.output_size > self._s.config.output_limit and len(a.output) > 1:
             a.output_size -= len(a.output.pop(0))
+        a.output_seq += 1
+        a.notify()
 
     def progress(self, percent: float | None, message: str | None) -> None:
         now = self._s.clock.monotonic()
@@ -121,6 +179,7 @@ class Scheduler:
         clock: Clock,
         config: SchedulerConfig | None = None,
         on_run_finished: Callable[[RunRecord], None] | None = None,
+        listener: SchedulerListener | None = None,
     ) -> None:
         self.store = store
         self.worker = worker
@@ -137,7 +196,14 @@ class Scheduler:
         self._background: set[asyncio.Task[Any]] = set()
         self._runs: set[asyncio.Task[Any]] = set()
         self._state_updates: dict[str, dict[str, datetime | None]] = {}
+        self._deferred: list[tuple[datetime, NewRun]] = []
+        # The ends of runs that could not be recorded (database down): (id, token, values)
+        self._unrecorded: list[tuple[int, int | None, dict[str, Any]]] = []
         self._on_run_finished = on_run_finished
+        self.listener: SchedulerListener = listener or NoListener()
+        #: Distributed mode: why this replica's clock must not be trusted now (None: it
+        #: may be). While it says so, slots are neither claimed nor recorded here.
+        self.clock_refusal: Callable[[], str | None] | None = None
 
     # ------------------------------------------------------------------ table sync
 
@@ -153,6 +219,7 @@ class Scheduler:
         seen = set()
         for row in tasks:
             seen.add(row.name)
+            self.listener.task_row(row)
             state = self.tasks.get(row.name)
             if (
                 state is not None
@@ -192,6 +259,7 @@ class Scheduler:
     def forget(self, name: str) -> None:
         self.tasks.pop(name, None)
         self.timeline.remove(name)
+        self.listener.task_removed(name)
 
     def _plan_next(self, state: TaskState, after: datetime) -> None:
         nxt = state.policy.schedule.next_after(after)
@@ -200,8 +268,53 @@ class Scheduler:
 
     def _persist_next(self, name: str, nxt: datetime | None) -> None:
         self._state_updates.setdefault(name, {})["next_fire_at"] = nxt
+        self.listener.next_fire(name, nxt)
+
+    def _defer(self, due: datetime, row: NewRun) -> None:
+        if len(self._deferred) < self.config.max_deferred_rows:
+            self._deferred.append((due, row))
+        else:
+            log.error("deferred run rows are full; slot %s of %s is not recorded",
+                      row.slot.isoformat(), row.task_name)
+
+    async def flush_deferred(self) -> None:
+        """Insert deferred rows that are due (ignored where the slot already has a row)."""
+        if not self._deferred:
+            return
+        now = self.clock.now()
+        due = [row for at, row in self._deferred if at <= now]
+        if not due:
+            return
+        try:
+            records = await self.worker.call(self.store.insert_runs, due)
+        except ReconcilerError as exc:
+            log.warning("could not record %d deferred run row(s) yet: %s", len(due), exc)
+            return
+        self._deferred = [(at, row) for at, row in self._deferred if at > now]
+        for record in records:
+            if record is not None:
+                log.warning("slot %s of %s recorded %s: %s", record.slot.isoformat(),
+                            record.task_name, record.status, record.reason)
+                self.listener.run_recorded(record)
+
+    async def flush_unrecorded(self) -> None:
+        """Record the ends of runs that finished while the database was unreachable."""
+        pending, self._unrecorded = self._unrecorded, []
+        for i, (run_id, token, values) in enumerate(pending):
+            try:
+                await self.worker.call(self.store.update_run, run_id, fencing_token=token,
+                                       **values)
+            except ReconcilerError as exc:
+                log.warning("could not record the end of %d run(s) yet: %s",
+                            len(pending) - i, exc)
+                self._unrecorded[:0] = pending[i:]
+                return
+            log.info("recorded the end of run %d (%s) late", run_id, values.get("status"))
 
     async def flush_state(self) -> None:
+        if self._unrecorded:
+            await self.flush_unrecorded()
+        await self.flush_deferred()
         if not self._state_updates:
             return
         updates, self._state_updates = self._state_updates, {}
@@ -228,29 +341,68 @@ class Scheduler:
             return 0
         now = self.clock.now()
         batch: list[tuple[TaskState, SlotDecision, int, Trigger]] = []
-        slots: list[tuple[TaskState, Entry]] = []
-        for entry in self.timeline.pop_due(now):
+        slots: list[tuple[TaskState, datetime]] = []  # and the slot to continue after
+        due = self.timeline.pop_due(now)
+        covered = await self._covered_by_peers(due, now) if self.config.skip_covered_slots else {}
+        for entry in due:
             state = self.tasks.get(entry.name)
             if state is None or state.policy.generation != entry.generation:
                 continue
+            newest = covered.get(entry.name)
+            if entry.kind is EntryKind.SLOT and newest is not None and newest > entry.slot:
+                log.info("task %s: slot %s skipped: this replica is behind and a peer "
+                         "already recorded slot %s", entry.name, entry.slot.isoformat(),
+                         newest.isoformat())
+                slots.append((state, newest))  # continue after the peers' slot
+                continue
             batch.append(self._decide(state, entry, now))
             if entry.kind is EntryKind.SLOT:
-                slots.append((state, entry))
+                slots.append((state, entry.slot))
         await self._carry_out_many(batch, now)
         # Only now, with the runs started, work out the following slots. Tasks that share
         # a schedule (many "0 * * * *") share one computation.
         memo: dict[tuple[int, datetime], datetime | None] = {}
-        for state, entry in slots:
+        for state, after in slots:
             policy = state.policy
-            key = (id(policy.schedule), entry.slot)
+            key = (id(policy.schedule), after)
             if key not in memo:
-                memo[key] = policy.schedule.next_after(entry.slot)
+                memo[key] = policy.schedule.next_after(after)
             nxt = memo[key]
             if self.tasks.get(policy.name) is state and self.timeline.slot_of(policy.name) is None:
                 self.timeline.set_slot(policy.name, nxt, policy.generation)
                 self._persist_next(policy.name, nxt)
         await self.flush_state()
         return len(batch)
+
+    async def _covered_by_peers(self, due: list[Entry], now: datetime) -> dict[str, datetime]:
+        """For the slots of ``due`` that are a whole period late (the next slot is due
+        too): the newest scheduled slot any replica recorded for the task."""
+        late: list[str] = []
+        for entry in due:
+            state = self.tasks.get(entry.name)
+            if entry.kind is not EntryKind.SLOT or state is None:
+                continue
+            nxt = state.policy.schedule.next_after(entry.slot)
+            if nxt is not None and nxt <= now:
+                late.append(entry.name)
+        if not late:
+            return {}
+
+        def newest_slots() -> dict[str, datetime]:
+            out: dict[str, datetime] = {}
+            for name in late:
+                # manual runs are keyed by their trigger time: not the schedule's progress
+                for run in self.store.list_runs(name, limit=5):
+                    if run.trigger is not Trigger.MANUAL:
+                        out[name] = run.slot
+                        break
+            return out
+
+        try:
+            return await self.worker.call(newest_slots)
+        except ReconcilerError as exc:
+            log.warning("could not read the newest runs of %d late task(s): %s", len(late), exc)
+            return {}
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -294,6 +446,12 @@ class Scheduler:
     ) -> None:
         if not batch:
             return
+        if self.clock_refusal is not None and (why := self.clock_refusal()) is not None:
+            # Every decision below (due, missed, late, the grace of an unclaimed slot) was
+            # made by a clock that may be off: a replica with a good clock records these
+            # slots. A clock far ahead would otherwise record future slots missed.
+            log.debug("%d slot(s) left to the other replicas: %s", len(batch), why)
+            return
         rows: list[NewRun] = []
         starts: list[tuple[TaskState, Claim | None]] = []
         to_claim: list[tuple[TaskState, SlotDecision, int, Trigger]] = []
@@ -323,7 +481,18 @@ class Scheduler:
         started_at = self.clock.now()
         for (state, decision, attempt, trig), claim in zip(to_claim, claims, strict=True):
             if claim is None:
-                continue  # another replica holds it: do nothing, record nothing
+                # Another replica holds it: do nothing now. Later, make sure the slot has
+                # a row (the holder may have died): inserting a missed row is a no-op when
+                # the holder recorded its run, thanks to the unique key.
+                self._defer(now + self.config.unclaimed_grace, NewRun(
+                    task_name=state.policy.name, slot=decision.slot, attempt=attempt,
+                    trigger=trig, status=RunStatus.MISSED, replica=self.config.replica,
+                    finished_at=now + self.config.unclaimed_grace,
+                    reason="no replica recorded this slot: its lock was held by a replica "
+                           "that did not run it, or no replica could claim it",
+                    generation=state.policy.generation,
+                ))
+                continue
             rows.append(NewRun(
                 task_name=state.policy.name, slot=decision.slot, attempt=attempt,
                 trigger=trig, status=RunStatus.RUNNING, replica=self.config.replica,
@@ -334,10 +503,19 @@ class Scheduler:
         try:
             records = await self.worker.call(self.store.insert_runs, rows)
         except ReconcilerError as exc:
+            # No run starts without its row (exactly once over liveness); the slots are
+            # recorded missed once the database answers again.
             log.error("could not record %d run(s): %s", len(rows), exc)
             records = [None] * len(rows)
+            for row in rows:
+                self._defer(now, replace(
+                    row, status=RunStatus.MISSED, fencing_token=None, started_at=None,
+                    finished_at=now, reason=f"database unavailable: {exc}"[:2000],
+                ))
         for (state, claim), record in zip(starts, records, strict=True):
             if claim is None:
+                if record is not None:
+                    self.listener.run_recorded(record)
                 continue
             if record is None:
                 await claim.release()  # duplicate: someone else recorded this slot
@@ -350,6 +528,7 @@ class Scheduler:
         task = asyncio.get_running_loop().create_task(self._execute(state, active))
         self._runs.add(task)
         task.add_done_callback(self._runs.discard)
+        self.listener.run_started(record)
 
     # ----------------------------------------------------------------------- runs
 
@@ -416,18 +595,31 @@ class Scheduler:
         finished = self.clock.now()
         values: dict[str, Any] = {
             "status": status, "finished_at": finished, "exit_code": result.exit_code,
-            "error": result.error, "output_tail": result.output_tail, "reason": reason,
+            "error": result.error, "output_tail": result.output_tail,
         }
+        if reason is not None:  # else keep the row's ("triggered by ...", a catch-up's)
+            values["reason"] = reason
+        reason = reason or record.reason
         try:
             await self.worker.call(
                 self.store.update_run, record.id, fencing_token=active.claim.token, **values
             )
         except ReconcilerError as exc:
-            log.error("task %s: could not record the end of run %d: %s", policy.name,
+            # Retried at every flush: left "running", a peer would mark the run abandoned
+            # (and retry it where the policy says so: the slot would run twice).
+            log.error("task %s: could not record the end of run %d yet: %s", policy.name,
                       record.id, exc)
+            if len(self._unrecorded) < self.config.max_deferred_rows:
+                self._unrecorded.append((record.id, active.claim.token, values))
         finally:
             state.active.pop(record.id, None)
+            active.done = True
+            active.notify()
             await active.claim.release()
+        self.listener.run_finished(replace(
+            record, status=status, finished_at=finished, exit_code=result.exit_code,
+            error=result.error, output_tail=result.output_tail, reason=reason,
+        ))
         if status is RunStatus.SUCCEEDED:
             self._state_updates.setdefault(policy.name, {})["last_success_at"] = finished
         elif (
@@ -462,11 +654,18 @@ class Scheduler:
         active = len(state.active)
         if active and state.policy.concurrency.value == "Forbid":
             if existing is not None:
-                await self.worker.call(
+                now = self.clock.now()
+                skipped = await self.worker.call(
                     self.store.claim_pending_run, existing.id, replica=self.config.replica,
-                    fencing_token=None, started_at=self.clock.now(),
+                    fencing_token=None, started_at=now,
                     status=RunStatus.SKIPPED, reason="previous run active",
                 )
+                if skipped:
+                    self.listener.run_recorded(replace(
+                        existing, status=RunStatus.SKIPPED, replica=self.config.replica,
+                        started_at=now, finished_at=now,
+                        reason=existing.reason or "previous run active",
+                    ))
             return None
         return await self.start_run(state, slot, existing.attempt if existing else 1, trigger,
                                     existing=existing)
@@ -509,6 +708,4 @@ class Scheduler:
 
 
 def _no_deadline(policy: TaskPolicy) -> TaskPolicy:
-    from dataclasses import replace
-
     return replace(policy, starting_deadline=None)

@@ -1,4 +1,4 @@
-"""The four tables of the runtime store, as SQLAlchemy Core ``Table`` objects.
+"""The tables of the runtime store, as SQLAlchemy Core ``Table`` objects.
 
 Core rather than ORM on purpose: the store moves rows in bulk (ten thousand task
 creates in one ``executemany``, ten thousand tasks loaded at daemon start) and maps
@@ -16,6 +16,8 @@ identity maps and unit-of-work bookkeeping would only cost time.
 * ``applies``: an audit row per successful apply.
 * ``replicas``: one row per daemon process (id = its replica name): when it started,
   its last heartbeat, when it stopped, and the status document it last reported.
+* ``audit``: one row per operator action through the HTTP API (trigger, suspend,
+  resume, cancel): who (the token's name), when, on what, with which outcome.
 
 The Alembic migrations in ``migrations/versions`` create exactly these tables; a test
 compares the two on every backend. Change both together.
@@ -142,5 +144,21 @@ replicas = Table(
     Column("heartbeat_at", UTCDateTime, nullable=False),
     Column("stopped_at", UTCDateTime, nullable=True),
     Column("status", json_type(), nullable=True),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", RunId, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("target", String(255), nullable=True),
+    Column("outcome", String(32), nullable=False),
+    Column("client", String(255), nullable=True),
+    Column("detail", json_type(), nullable=True),
+    Index("ix_audit_at", "at"),
+    Index("ix_audit_target", "target"),
     **MYSQL_TABLE_OPTIONS,
 )

@@ -48,6 +48,11 @@ Daemon support
     ``set_override`` always stamps ``override_at``, also when it clears an override.
     The ``replicas`` table holds one status row per daemon (``write_replica_status``).
 
+API support
+    ``latest_runs`` (the newest run, or newest executed one, of every task in one query),
+    ``run_counts`` (runs per status of one task), ``ping`` (readiness) and the ``audit``
+    table (``add_audit``/``list_audit``: one row per operator action through the API).
+
 Retention (``prune_runs``)
     Only finished runs are pruned; ``pending`` and ``running`` rows are never deleted.
     ``succeeded`` runs count against ``successful``; every other finished status
@@ -70,6 +75,7 @@ from typing import Any, Final
 
 from alembic.util import CommandError
 from sqlalchemy import (
+    Boolean,
     ColumnElement,
     Connection,
     Table,
@@ -79,6 +85,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal,
     or_,
     select,
     true,
@@ -110,7 +117,7 @@ from reconciler.core.runtime import (
 )
 from reconciler.store import migrate
 from reconciler.store.engine import default_database_url, make_engine, safe_url
-from reconciler.store.schema import applies, replicas, runs, tasks
+from reconciler.store.schema import applies, audit, replicas, runs, tasks
 from reconciler.store.types import UTCDateTime, loads_json, utc_from_db
 
 SCHEDULE_COLUMNS: Final = frozenset({"next_fire_at", "last_slot_at", "last_success_at"})
@@ -134,6 +141,17 @@ RUN_UPDATE_COLUMNS: Final = frozenset(
 )
 
 ACTIVE_STATUSES: Final = (RunStatus.PENDING.value, RunStatus.RUNNING.value)
+#: Statuses of runs that were executed and finished (``latest_runs(executed=True)``).
+EXECUTED_STATUSES: Final = tuple(
+    s.value
+    for s in (
+        RunStatus.SUCCEEDED,
+        RunStatus.FAILED,
+        RunStatus.TIMED_OUT,
+        RunStatus.CANCELLED,
+        RunStatus.ABANDONED,
+    )
+)
 CHUNK: Final = 500  # names/ids per IN (...) list; SQLite caps bound parameters
 
 
@@ -623,8 +641,12 @@ class SQLStore:
         Names that are not live tasks (deleted meanwhile) are skipped silently: the
         scheduler's view may be a moment old. Other column names raise ``ValueError``.
         """
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for name, values in updates.items():
+        # One statement for every row, in name order: replicas writing the same rows
+        # then lock them in the same order and cannot deadlock each other.
+        cols = sorted(SCHEDULE_COLUMNS)
+        params: list[dict[str, Any]] = []
+        for name in sorted(updates):
+            values = updates[name]
             unknown = set(values) - SCHEDULE_COLUMNS
             if unknown:
                 raise ValueError(
@@ -633,20 +655,29 @@ class SQLStore:
                 )
             if not values:
                 continue
-            key = tuple(sorted(values))
-            groups.setdefault(key, []).append(
-                {"b_name": name, **{f"b_{col}": values[col] for col in key}}
-            )
-        if not groups:
+            row: dict[str, Any] = {"b_name": name}
+            for col in cols:
+                row[f"s_{col}"] = col in values
+                row[f"b_{col}"] = values.get(col)
+            params.append(row)
+        if not params:
             return
+        stmt = (
+            update(tasks)
+            .where(tasks.c.name == bindparam("b_name"), tasks.c.deleted_at.is_(None))
+            .values(
+                {
+                    col: case(
+                        (bindparam(f"s_{col}", type_=Boolean()),
+                         bindparam(f"b_{col}", type_=tasks.c[col].type)),
+                        else_=tasks.c[col],
+                    )
+                    for col in cols
+                }
+            )
+        )
         with self._errors("save schedule state"), self.engine.begin() as conn:
-            for key, params in groups.items():
-                stmt = (
-                    update(tasks)
-                    .where(tasks.c.name == bindparam("b_name"), tasks.c.deleted_at.is_(None))
-                    .values({col: bindparam(f"b_{col}", type_=tasks.c[col].type) for col in key})
-                )
-                conn.execute(stmt, params)
+            conn.execute(stmt, params)
 
     # ---------------------------------------------------------------------- runs
 
@@ -891,6 +922,103 @@ class SQLStore:
         with self._errors(f"read the attempts of {task_name}"), self.engine.connect() as conn:
             highest = conn.execute(stmt).scalar()
         return 1 if highest is None else int(highest) + 1
+
+    # ------------------------------------------------------------------ API reads
+
+    def ping(self) -> None:
+        """One trivial query: raises ``StoreError`` when the database is unreachable."""
+        with self._errors("reach the database"), self.engine.connect() as conn:
+            conn.execute(select(literal(1))).scalar()
+
+    def latest_runs(
+        self, names: Sequence[str] | None = None, *, executed: bool = False
+    ) -> dict[str, RunRecord]:
+        """The newest run row (highest id) per task, for every task or for ``names``.
+
+        With ``executed``, only runs that ran and finished count (``succeeded``,
+        ``failed``, ``timed_out``, ``cancelled``, ``abandoned``; not ``missed`` or
+        ``skipped``): what "the last result" of a task means on the dashboard.
+        """
+        if isinstance(names, str):
+            raise TypeError("latest_runs expects a sequence of names, not a single str")
+        out: dict[str, RunRecord] = {}
+        chunks: Iterable[Sequence[str] | None] = [None] if names is None else _chunks(
+            sorted(set(names))
+        )
+        with self._errors("read the latest runs"), self.engine.connect() as conn:
+            for chunk in chunks:
+                newest = select(func.max(runs.c.id).label("id")).group_by(runs.c.task_name)
+                if chunk is not None:
+                    newest = newest.where(runs.c.task_name.in_(chunk))
+                if executed:
+                    newest = newest.where(runs.c.status.in_(EXECUTED_STATUSES))
+                ids = newest.subquery()
+                stmt = select(runs).join(ids, runs.c.id == ids.c.id)
+                for row in conn.execute(stmt):
+                    out[row.task_name] = _run(row)
+        return out
+
+    def run_counts(self, task_name: str) -> dict[str, int]:
+        """How many run rows of ``task_name`` exist per status (statuses with none left out)."""
+        stmt = (
+            select(runs.c.status, func.count())
+            .where(runs.c.task_name == task_name)
+            .group_by(runs.c.status)
+        )
+        with self._errors(f"count the runs of {task_name}"), self.engine.connect() as conn:
+            return {str(status): int(n) for status, n in conn.execute(stmt)}
+
+    # ---------------------------------------------------------------------- audit
+
+    def add_audit(
+        self,
+        *,
+        at: datetime,
+        actor: str,
+        action: str,
+        target: str | None,
+        outcome: str,
+        client: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Record one operator action (API mutation); return the row's id."""
+        _check_aware(at=at)
+        values = {
+            "at": at,
+            "actor": actor[:255],
+            "action": action[:32],
+            "target": None if target is None else target[:255],
+            "outcome": outcome[:32],
+            "client": None if client is None else client[:255],
+            "detail": None if detail is None else dict(detail),
+        }
+        with self._errors("write the audit log"), self.engine.begin() as conn:
+            return _new_id(conn.execute(insert(audit), values))
+
+    def list_audit(
+        self, *, limit: int = 50, target: str | None = None, before_id: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Audit rows, newest first: ``id``, ``at`` (aware UTC), ``actor``, ``action``,
+        ``target``, ``outcome``, ``client`` and ``detail`` (a dict or ``None``)."""
+        stmt = select(audit).order_by(audit.c.id.desc()).limit(max(0, limit))
+        if target is not None:
+            stmt = stmt.where(audit.c.target == target)
+        if before_id is not None:
+            stmt = stmt.where(audit.c.id < before_id)
+        with self._errors("read the audit log"), self.engine.connect() as conn:
+            return [
+                {
+                    "id": row.id,
+                    "at": row.at,
+                    "actor": row.actor,
+                    "action": row.action,
+                    "target": row.target,
+                    "outcome": row.outcome,
+                    "client": row.client,
+                    "detail": None if row.detail is None else dict(row.detail),
+                }
+                for row in conn.execute(stmt)
+            ]
 
     # ------------------------------------------------------------ daemon: replicas
 

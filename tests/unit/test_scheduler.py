@@ -333,3 +333,65 @@ def test_deleted_task_leaves_the_timeline(h: Harness) -> None:
         await h.advance_to(T0 + timedelta(minutes=1))
     run(go())
     assert h.runs("gone") == [] and len(h.runs("kept")) == 1
+
+
+class LosingClaimer:
+    """Another replica always holds the lock."""
+
+    async def claim(self, task: str, slot: datetime, attempt: int) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+def test_unclaimed_slot_without_a_row_is_recorded_missed_after_the_grace(h: Harness) -> None:
+    h.sched.claimer = LosingClaimer()
+
+    async def go() -> None:
+        h.apply(doc("t", "0 * * * *"), doc("u", "0 * * * *"))
+        await h.sync()
+        h.clock.set(T0 + timedelta(hours=1))
+        await h.sched.tick()
+        # The winner recorded its run for u, but not for t (it died holding the lock).
+        from reconciler.core.protocols import NewRun
+
+        h.store.insert_run(NewRun("u", T0 + timedelta(hours=1), 1, Trigger.SCHEDULE,
+                                  RunStatus.SUCCEEDED, replica="other"))
+        h.clock.set(T0 + timedelta(hours=1, seconds=10))
+        await h.sched.flush_state()
+        assert h.runs("t") == []  # still within the grace period
+        h.clock.set(T0 + timedelta(hours=1, seconds=31))
+        await h.sched.flush_state()
+    run(go())
+    (missed,) = h.runs("t")
+    assert missed.status is RunStatus.MISSED and "no replica recorded" in (missed.reason or "")
+    (ran,) = h.runs("u")
+    assert ran.status is RunStatus.SUCCEEDED and ran.replica == "other"
+
+
+def test_database_outage_records_the_slots_missed_afterwards(h: Harness) -> None:
+    from reconciler.core.errors import StoreError
+
+    real = h.store.insert_runs
+    down = {"on": False}
+
+    def flaky(rows: Any) -> Any:
+        if down["on"]:
+            raise StoreError("cannot insert: connection refused")
+        return real(rows)
+
+    h.store.insert_runs = flaky  # type: ignore[method-assign]
+
+    async def go() -> None:
+        h.apply(doc("t", "* * * * *"))
+        await h.sync()
+        down["on"] = True
+        await h.advance_to(T0 + timedelta(minutes=2))
+        assert h.executor.calls == []  # no run starts without its row
+        down["on"] = False
+        await h.advance_to(T0 + timedelta(minutes=3))
+    run(go())
+    runs = h.runs("t")
+    assert [r.status for r in runs] == [RunStatus.MISSED, RunStatus.MISSED, RunStatus.SUCCEEDED]
+    assert all("database unavailable" in (r.reason or "") for r in runs[:2])

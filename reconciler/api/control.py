@@ -1,0 +1,81 @@
+"""What the HTTP API needs from the daemon, as Protocols (the API layer sits below it).
+
+The daemon implements :class:`Operations` (``reconciler.daemon.api_ops``); the API never
+touches the scheduler or the database write path directly, so every mutation goes
+through the daemon's event loop exactly like its own decisions do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from reconciler.api.auth import TokenStore
+from reconciler.api.events import EventHub
+from reconciler.api.index import TaskIndex
+from reconciler.api.metrics import Metrics
+from reconciler.core.clock import Clock, SystemClock
+from reconciler.core.runtime import ActualTask, RunRecord
+from reconciler.store import SQLStore
+
+MAX_BODY = 64 * 1024
+
+
+class LiveRun(Protocol):
+    """A run executing in this process: its record and the live output chunks.
+
+    ``output`` keeps the newest chunks only; ``output_seq`` counts every chunk ever
+    appended, so chunk number ``i`` is ``output[i - (output_seq - len(output))]``.
+    ``waiter()`` returns an event set at the next change (new output, or ``done``).
+    """
+
+    record: RunRecord
+    output: list[str]
+    output_seq: int
+    done: bool
+
+    def waiter(self) -> asyncio.Event: ...
+
+
+class Operations(Protocol):
+    replica: str
+
+    def live_run(self, task: str, run_id: int) -> LiveRun | None: ...
+
+    def refresh(self) -> None:
+        """Update pull-based gauges (writer, ZooKeeper state) before a scrape."""
+
+    def ready_checks(self) -> dict[str, tuple[bool, str]]:
+        """Checks other than the database (which the API pings itself)."""
+
+    def status_info(self) -> dict[str, Any]:
+        """``mode``, ``writer``, ``lastReconcile``, ``manifestErrors``, ``refusals``."""
+
+    async def trigger(self, name: str, actor: str) -> RunRecord: ...
+
+    async def suspend(self, name: str, note: str | None, actor: str) -> tuple[ActualTask, bool]:
+        ...
+
+    async def resume(self, name: str, catch_up: bool, actor: str
+                     ) -> tuple[ActualTask, bool, RunRecord | None]: ...
+
+    async def cancel(self, run_id: int, actor: str) -> tuple[RunRecord, bool]: ...
+
+    async def plan(self) -> dict[str, Any]:
+        """The :class:`~reconciler.api.models.PlanResponse` document."""
+
+
+@dataclass
+class ApiContext:
+    store: SQLStore  # reads (and audit rows), from the API's own threads
+    ops: Operations
+    index: TaskIndex = field(default_factory=TaskIndex)
+    metrics: Metrics = field(default_factory=Metrics)
+    events: EventHub = field(default_factory=EventHub)
+    tokens: TokenStore = field(default_factory=TokenStore)
+    clock: Clock = field(default_factory=SystemClock)
+    auth_reads: bool = False
+    max_body: int = MAX_BODY
+    read_threads: int = 4
+    stopping: bool = False

@@ -1,0 +1,268 @@
+"""Pydantic models of the API's documents: request bodies and the OpenAPI schema.
+
+Responses are built by :mod:`reconciler.api.views` and :mod:`reconciler.api.index`
+(plain dicts, for speed); these models describe them for ``specs/openapi.json``, and
+the schemathesis run validates every response against that document, so a key added
+in one place and not the other fails the test suite.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from reconciler.core.plan_document import ErrorDoc, PlanDocument
+
+RunStatusName = Literal[
+    "pending", "running", "succeeded", "failed", "timed_out", "cancelled", "skipped", "missed",
+    "abandoned",
+]
+TriggerName = Literal["schedule", "manual", "catch-up", "retry"]
+TaskState = Literal["active", "suspended", "running", "failing"]
+NOTE_MAX = 1024
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ------------------------------------------------------------------------ errors
+
+
+class ErrorDetail(_Doc):
+    field: str
+    message: str
+
+
+class ErrorInfo(_Doc):
+    code: str = Field(description="Machine-readable, e.g. not_found, unauthorized, conflict.")
+    message: str = Field(description="For people.")
+    details: list[ErrorDetail] | None = Field(
+        default=None, description="Validation errors, one per field.")
+
+
+class ErrorResponse(_Doc):
+    error: ErrorInfo
+
+
+# -------------------------------------------------------------------------- runs
+
+
+class RunBrief(_Doc):
+    id: int
+    status: RunStatusName
+    trigger: TriggerName
+    attempt: int
+    slot: str
+    startedAt: str | None
+    finishedAt: str | None
+    durationSeconds: float | None
+
+
+class Run(_Doc):
+    """A run record (the same keys as ``reconciler runs -o json``)."""
+
+    id: int
+    task: str
+    slot: str = Field(description="The slot (UTC, ISO 8601) this run is for.")
+    attempt: int
+    trigger: TriggerName
+    status: RunStatusName
+    replica: str | None
+    startedAt: str | None
+    finishedAt: str | None
+    latenessSeconds: float | None = Field(description="startedAt - slot.")
+    durationSeconds: float | None
+    exitCode: int | None
+    error: str | None
+    reason: str | None
+    progressPercent: float | None
+    progressMessage: str | None
+    generation: int | None
+    live: bool = Field(description="True while this daemon is executing it.")
+
+
+class RunDetail(Run):
+    outputTail: str | None = Field(
+        description="The end of the run's output (live output while it runs), as text.")
+    outputTruncated: bool
+
+
+class RunList(_Doc):
+    items: list[Run]
+    count: int
+
+
+class RunResponse(_Doc):
+    run: Run
+    changed: bool = True
+
+
+# ------------------------------------------------------------------------- tasks
+
+
+class Suspension(_Doc):
+    source: Literal["git", "override"]
+    note: str | None
+    actor: str | None
+    at: str | None
+
+
+class Override(_Doc):
+    suspended: bool
+    note: str | None
+    actor: str | None
+    at: str | None
+
+
+class Source(_Doc):
+    file: str
+    revision: str | None
+    generation: int
+
+
+class TaskSummary(_Doc):
+    name: str
+    labels: dict[str, str]
+    schedule: str
+    scheduleText: str | None = Field(description="The schedule in words.")
+    timeZone: str
+    runType: Literal["command", "shell", "http", "python"] | None
+    suspended: bool
+    suspension: Suspension | None
+    running: int = Field(description="Runs of this task executing now.")
+    failing: bool = Field(description="The last executed run failed, timed out or was abandoned.")
+    nextFireAt: str | None = Field(description="Next slot, UTC.")
+    nextFireAtLocal: str | None = Field(description="Next slot in the task's time zone.")
+    lastRun: RunBrief | None
+    lastResult: RunBrief | None = Field(description="The last run that executed and finished.")
+    source: Source
+
+
+class TaskList(_Doc):
+    items: list[TaskSummary]
+    count: int
+    total: int = Field(description="Tasks in the runtime table, before filtering.")
+
+
+class FireTime(_Doc):
+    at: str
+    local: str
+
+
+class TaskDetail(TaskSummary):
+    annotations: dict[str, str]
+    spec: dict[str, Any] = Field(
+        description="The stored spec; credential-looking literal values are redacted.")
+    suspendedInGit: bool
+    override: Override | None
+    createdAt: str | None
+    updatedAt: str | None
+    lastSuccessAt: str | None
+    nextFireTimes: list[FireTime]
+    runCounts: dict[str, int]
+    activeRuns: list[Run]
+
+
+class TaskResponse(_Doc):
+    task: TaskSummary
+    changed: bool
+    run: Run | None = None
+
+
+# -------------------------------------------------------------------- mutations
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SuspendRequest(_Request):
+    note: str | None = Field(default=None, max_length=NOTE_MAX,
+                             description="Why; shown in the dashboard and status.")
+
+
+class ResumeRequest(_Request):
+    catchUp: bool = Field(default=False,
+                          description="Also run the most recent slot missed while suspended.")
+
+
+# ----------------------------------------------------------------- plan, status
+
+
+class PlanResponse(_Doc):
+    plan: PlanDocument
+    revision: str | None
+    computedAt: str
+
+
+class ReconcileInfo(_Doc):
+    at: str | None
+    revision: str | None
+    durationSeconds: float | None
+    error: str | None
+
+
+class Replica(_Doc):
+    id: str
+    host: str | None
+    pid: int | None
+    startedAt: str | None
+    heartbeatAt: str | None
+    stoppedAt: str | None
+    healthy: bool
+    writer: bool
+    tasks: int | None
+    activeRuns: int | None
+    lastError: str | None
+
+
+class TaskCounts(_Doc):
+    total: int
+    active: int
+    suspended: int
+    running: int
+    failing: int
+
+
+class Status(_Doc):
+    version: str
+    replica: str
+    mode: Literal["single", "distributed"]
+    writer: str | None
+    ready: bool
+    lastReconcile: ReconcileInfo | None
+    manifestErrors: list[ErrorDoc]
+    refusals: list[str]
+    tasks: TaskCounts
+    replicas: list[Replica]
+
+
+class AuditEntry(_Doc):
+    id: int
+    at: str
+    actor: str
+    action: str
+    target: str | None
+    outcome: str
+    client: str | None
+    detail: dict[str, Any] | None
+
+
+class AuditList(_Doc):
+    items: list[AuditEntry]
+
+
+class Health(_Doc):
+    status: Literal["ok"]
+
+
+class Check(_Doc):
+    ok: bool
+    message: str
+
+
+class Readiness(_Doc):
+    ready: bool
+    checks: dict[str, Check]
