@@ -16,11 +16,13 @@ wait_for() { # name check-fn
 
 status=0
 
-# Debian packages the tests need: ZooKeeper (distributed mode), Chromium (dashboard test).
+# Debian packages the tests need: ZooKeeper (distributed mode), Chromium (dashboard test),
+# Prometheus' promtool (alert rule tests).
 missing=()
 [ -f /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)  # promtool checks docs/alerts.yaml
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "ensure-services: installing ${missing[*]}"
