@@ -160,3 +160,18 @@ def store(database_url: URL) -> Iterator[SQLStore]:
 def empty_database_url(backend: Backend) -> URL:
     """A database with no tables at all (for migration tests)."""
     return backend.new_database()
+
+
+@pytest.fixture(scope="module")
+def zk() -> object:
+    """A standalone ZooKeeper shared by the session (started on first use)."""
+    from tests.services.zookeeper import require_zookeeper, shared_standalone
+
+    require_zookeeper()
+    return shared_standalone()
+
+
+@pytest.fixture
+def ns() -> str:
+    """A fresh ZooKeeper namespace per test."""
+    return f"t-{uuid.uuid4().hex[:10]}"

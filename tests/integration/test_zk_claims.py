@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import pytest
 
 from reconciler.locks import ConnectionState, ZooKeeperClaim, ZooKeeperClaimer, lock_name
+from tests.services.aio import run
 from tests.services.zookeeper import (
     ZooKeeperServer,
     eventually,
     eventually_async,
     expire_session,
     proxy_to,
-    require_zookeeper,
     running_coordinator,
-    shared_standalone,
 )
 
 pytestmark = pytest.mark.integration
@@ -33,22 +30,6 @@ pytestmark = pytest.mark.integration
 SLOT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(scope="module")
-def zk() -> ZooKeeperServer:
-    require_zookeeper()
-    return shared_standalone()
-
-
-@pytest.fixture
-def ns() -> str:
-    return f"t-{uuid.uuid4().hex[:10]}"
-
-
-def run(coro: Callable[[], Awaitable[None]], timeout: float = 30) -> None:
-    async def main() -> None:
-        await asyncio.wait_for(coro(), timeout)
-
-    asyncio.run(main())
 
 
 def test_only_one_client_wins_each_task(zk: ZooKeeperServer, ns: str) -> None:

@@ -9,22 +9,20 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from reconciler.locks import ChangeEvent, ConnectionState, read_cluster
 from reconciler.locks.coordinator import notify_change_now
+from tests.services.aio import run
 from tests.services.zookeeper import (
     ZooKeeperServer,
     eventually,
     eventually_async,
     proxy_to,
-    require_zookeeper,
     running_coordinator,
-    shared_standalone,
 )
 
 pytestmark = pytest.mark.integration
@@ -32,22 +30,6 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def zk() -> ZooKeeperServer:
-    require_zookeeper()
-    return shared_standalone()
-
-
-@pytest.fixture
-def ns() -> str:
-    return f"c-{uuid.uuid4().hex[:10]}"
-
-
-def run(coro: Callable[[], Awaitable[None]], timeout: float = 30) -> None:
-    async def main() -> None:
-        await asyncio.wait_for(coro(), timeout)
-
-    asyncio.run(main())
 
 
 VICTIM = textwrap.dedent("""
