@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 
 from reconciler.store import SQLStore
+from tests.services.aio import wait_until as _wait_until
 
 
 def free_port() -> int:
@@ -24,15 +24,8 @@ def free_port() -> int:
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+    """:func:`tests.services.aio.wait_until` with the daemon tests' defaults."""
+    return _wait_until(check, timeout, what, interval=0.05)
 
 
 def task_yaml(name: str, schedule: str, run: str, **spec: Any) -> str:

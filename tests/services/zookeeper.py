@@ -56,6 +56,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tests.services.aio import wait_until as wait_until  # re-exported for the tests
+
 JAVA_DIR = Path(os.environ.get("ZOOKEEPER_JAVA_DIR", "/usr/share/java"))
 ZOOKEEPER_JAR = JAVA_DIR / "zookeeper.jar"
 SLF4J_BINDING = JAVA_DIR / "slf4j-simple.jar"
@@ -110,21 +112,6 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
-
-
-def wait_until(
-    check: Callable[[], T | None], timeout: float = 10.0, what: str = "condition",
-    interval: float = 0.02,
-) -> T:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 async def eventually(
