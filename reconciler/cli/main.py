@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bytes of output kept per run (64 KiB)")
     p.add_argument("--clock-offset", default=_env("RECONCILER_CLOCK_OFFSET"),
                    help=argparse.SUPPRESS)  # testing aid: shift the daemon's clock
+    p.add_argument("--clock-offset-file", default=_env("RECONCILER_CLOCK_OFFSET_FILE"),
+                   help=argparse.SUPPRESS)  # testing aid: step the clock while running
     p.add_argument("--log-level", default=_env("RECONCILER_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"])
     p.add_argument("--listen", default=_env("RECONCILER_LISTEN", "127.0.0.1:8080"),
@@ -440,8 +442,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         zookeeper_session_timeout=_duration_arg("--zookeeper-session-timeout",
                                                 args.zookeeper_session_timeout),
     )
-    clock = None
-    if args.clock_offset:
+    clock: Any = None
+    if args.clock_offset_file:
+        from reconciler.cli.clockfile import FileOffsetClock
+
+        clock = FileOffsetClock(args.clock_offset_file)
+    elif args.clock_offset:
         from datetime import timedelta
 
         text = args.clock_offset
