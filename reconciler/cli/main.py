@@ -594,6 +594,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         raise TaskNotFoundError(args.name)
     run = store.insert_run(NewRun(task_name=args.name, slot=datetime.now(UTC), attempt=1,
                                   trigger=Trigger.MANUAL, status=RunStatus.PENDING))
+    _audit(store, "trigger", args.name, {"run": run.id})
     print(f"run {run.id} of {args.name} queued; the daemon starts it within a second")
     return EXIT_OK
 
@@ -606,6 +607,7 @@ def cmd_suspend(args: argparse.Namespace) -> int:
     task = store.set_override(
         args.name, SuspendOverride(True, args.note, default_actor(), datetime.now(UTC))
     )
+    _audit(store, "suspend", task.name, {"note": args.note})
     print(f"{task.name} suspended" + (f": {args.note}" if args.note else ""))
     return EXIT_OK
 
@@ -628,6 +630,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     else:
         store.set_override(args.name, None)
         print(f"{args.name} resumed")
+    run_id: int | None = None
     if args.catch_up:
         slot = Schedule.parse(task.schedule, task.time_zone).previous_before(now)
         if slot is None:
@@ -636,8 +639,25 @@ def cmd_resume(args: argparse.Namespace) -> int:
             attempt = store.next_attempt(args.name, slot)
             run = store.insert_run(NewRun(task_name=args.name, slot=slot, attempt=attempt,
                                           trigger=Trigger.CATCH_UP, status=RunStatus.PENDING))
+            run_id = run.id
             print(f"run {run.id} queued for the missed slot {slot.isoformat()}")
+    _audit(store, "resume", args.name, {"catchUp": args.catch_up, "run": run_id})
     return EXIT_OK
+
+
+def _audit(store: Any, action: str, target: str, detail: dict[str, Any]) -> None:
+    """The same audit row the API writes, with the OS user as actor and ``cli`` as client.
+
+    The action itself is done by then; a failed audit write is reported, not raised.
+    """
+    from reconciler.core.errors import ReconcilerError
+    from reconciler.service import default_actor
+
+    try:
+        store.add_audit(at=datetime.now(UTC), actor=default_actor(), action=action,
+                        target=target, outcome="ok", client="cli", detail=detail)
+    except ReconcilerError as exc:
+        print(f"warning: could not write the audit row: {exc}", file=sys.stderr)
 
 
 # ------------------------------------------------------- the same commands over HTTP
