@@ -146,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
                    default=_env("RECONCILER_ZOOKEEPER_SESSION_TIMEOUT", "10s"),
                    help="ZooKeeper session timeout: how long a crashed or stalled replica "
                         "keeps its locks (env RECONCILER_ZOOKEEPER_SESSION_TIMEOUT, default 10s)")
+    p.add_argument("--unclaimed-grace", default=_env("RECONCILER_UNCLAIMED_GRACE", "30s"),
+                   help="distributed mode: a slot a peer claimed but recorded nothing for "
+                        "within this long is recorded missed (env RECONCILER_UNCLAIMED_GRACE, "
+                        "default 30s)")
 
     p = sub.add_parser("status", parents=[db, remote], help="daemon health and manifest errors")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
@@ -441,6 +445,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_clock_skew=_duration_arg("--max-clock-skew", args.max_clock_skew),
         zookeeper_session_timeout=_duration_arg("--zookeeper-session-timeout",
                                                 args.zookeeper_session_timeout),
+        unclaimed_grace=_duration_arg("--unclaimed-grace", args.unclaimed_grace),
     )
     clock: Any = None
     if args.clock_offset_file:

@@ -88,6 +88,8 @@ class DaemonConfig:
     namespace: str = "default"
     max_clock_skew: timedelta = timedelta(seconds=2)
     zookeeper_session_timeout: timedelta = timedelta(seconds=10)
+    # a slot claimed by a peer that recorded nothing for this long is recorded missed
+    unclaimed_grace: timedelta = timedelta(seconds=30)
 
 
 def _interesting(path: str) -> bool:
@@ -133,6 +135,7 @@ class Daemon:
                 max_concurrent_runs=config.max_concurrent_runs,
                 output_limit=config.output_limit,
                 skip_covered_slots=self.coordinator is not None,
+                unclaimed_grace=config.unclaimed_grace,
             ),
         )
         self._override_marker: Any = None
