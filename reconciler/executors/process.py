@@ -26,6 +26,15 @@ uses ``loop.subprocess_exec`` with its own protocol and learns about the leader'
 from ``process_exited`` instead.) If the pipe is still open a short while after
 everything was killed (a process escaped with ``setsid``), reading stops anyway.
 
+Daemon death: a task must not outlive a daemon killed with SIGKILL (or OOM-killed),
+or a restarted daemon would mark its run ``abandoned`` and a retry could run beside a
+survivor. On Linux every task process asks the kernel for ``SIGKILL`` when the
+daemon dies (``PR_SET_PDEATHSIG``, set between fork and exec), and exits at once if
+the daemon is already gone by then. The signal reaches the direct child only: a
+shell task's grandchildren are reparented and survive a daemon SIGKILL (a graceful
+stop kills the whole tree). Run the daemon as PID 1 of a container or under systemd
+(``KillMode=control-group``) when that matters.
+
 Reaping: the leader is reaped by asyncio's child watcher. Grandchildren are reparented
 to the nearest subreaper, normally init. When the daemon is PID 1 of a container or
 has made itself a child subreaper (``PR_SET_CHILD_SUBREAPER``), the orphans become
@@ -44,13 +53,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -71,6 +81,43 @@ KILL_WAIT = 10.0
 REAP_WAIT = 5.0
 
 _PROC_SWEEP = sys.platform.startswith("linux") and os.path.isdir("/proc")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # pragma: no cover - a libc without prctl
+        return None
+    prctl.restype = ctypes.c_int
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong]
+    return prctl
+
+
+_PRCTL = _load_prctl()
+
+
+def die_with_daemon() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that ties the child's life to this daemon's (Linux only).
+
+    Everything is resolved in the parent: between fork and exec the hook makes one
+    libc call and compares two pids, which is safe in a threaded parent.
+    """
+    prctl = _PRCTL
+    if prctl is None:
+        return None
+    daemon_pid = os.getpid()
+    sigkill = int(signal.SIGKILL)
+
+    def hook() -> None:
+        prctl(_PR_SET_PDEATHSIG, sigkill)
+        if os.getppid() != daemon_pid:  # the daemon died before prctl took effect
+            os._exit(1)
+
+    return hook
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +334,7 @@ class _Supervisor:
                 cwd=cwd,
                 start_new_session=True,
                 pass_fds=tuple(pass_fds),
+                preexec_fn=die_with_daemon(),
             )
         except FileNotFoundError as exc:
             if cwd is not None and exc.filename == cwd:
