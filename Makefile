@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --upgrade pip setuptools
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -23,10 +23,14 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/reconciler run --manifests $(EXAMPLES)
 
+## Static checks; then bandit, and a vulnerability audit of the installed packages
+## (tests/services/audit.py: offline is a warning, but a failure with CI=true).
 lint: $(STAMP)
 	$(BIN)/ruff check reconciler tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/bandit -c pyproject.toml -r reconciler -q
+	$(BIN)/python tests/services/audit.py
 
 ## Regenerate specs/ from the code.
 specs: $(STAMP)

@@ -13,7 +13,7 @@ from typing import Any
 
 def cleanup(ctx: Any) -> int:
     """Delete files older than ``CLEANUP_MAX_AGE_DAYS`` under ``CLEANUP_DIR``."""
-    root = Path(os.environ.get("CLEANUP_DIR", "/tmp/reconciler-demo"))  # noqa: S108
+    root = Path(os.environ.get("CLEANUP_DIR", "/tmp/reconciler-demo"))  # noqa: S108  # nosec B108
     max_age = float(os.environ.get("CLEANUP_MAX_AGE_DAYS", "7")) * 86400
     if not root.is_dir():
         ctx.logger.info("nothing to clean: %s does not exist", root)

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -152,6 +153,129 @@ class SecurityMiddleware:
         await send({"type": "http.response.body", "body": response.body})
 
 
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def is_loopback_name(host: str) -> bool:
+    """True for ``localhost``, ``*.localhost`` and loopback addresses (127/8, ::1)."""
+    host = host.strip().strip("[]").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def host_of(header: str) -> str:
+    """The host part of a ``Host`` header value, lower-cased, without port or final dot."""
+    value = header.strip().lower()
+    if value.startswith("["):  # [v6] or [v6]:port; an unclosed bracket matches nothing
+        inner, closed, _ = value[1:].partition("]")
+        return inner if closed else value
+    if value.count(":") == 1:
+        value = value.partition(":")[0]
+    return value.rstrip(".")
+
+
+class HostPolicy:
+    """Which ``Host`` header values the API answers (the DNS-rebinding defence).
+
+    A web page on an attacker's domain can make a victim's browser send requests to
+    a loopback address by re-pointing its own DNS name there ("DNS rebinding"); the
+    browser then treats the API as same-origin with the attacker's page and still
+    sends ``Host: attacker.example``. Refusing unknown host names closes that. Always
+    allowed: a missing ``Host`` (no browser sends one), IP literals (a page whose
+    origin is an IP address was served by that address), ``localhost`` and
+    ``*.localhost``. Besides those, ``allowed`` lists exact names and ``*.suffix``
+    patterns (``*.example.com`` matches ``api.example.com``, not ``example.com``).
+    """
+
+    def __init__(self, allowed: Sequence[str] = ()) -> None:
+        self.exact: set[str] = set()
+        self.suffixes: list[str] = []
+        for raw in allowed:
+            name = raw.strip().lower().rstrip(".")
+            if not name:
+                continue
+            if name.startswith("*."):
+                self.suffixes.append(name[1:])
+            else:
+                self.exact.add(host_of(name))
+
+    @classmethod
+    def for_listen(cls, listen_host: str, allowed: Sequence[str] | None = None
+                   ) -> HostPolicy | None:
+        """The policy for a server on ``listen_host``; ``None`` means any Host.
+
+        Default (``allowed`` is None): on a loopback address only the always-allowed
+        names; on any other address (``0.0.0.0``, a pod IP behind a Service or an
+        ingress) any name, since the names clients use cannot be guessed. A list
+        containing ``*`` allows any name.
+        """
+        if allowed is None:
+            allowed = [] if is_loopback_name(listen_host) else ["*"]
+        if any(a.strip() == "*" for a in allowed):
+            return None
+        return cls(allowed)
+
+    def allows(self, header: str | None) -> bool:
+        if header is None or not header.strip():
+            return True
+        host = host_of(header)
+        if _is_ip_literal(host) or host == "localhost" or host.endswith(".localhost"):
+            return True
+        return host in self.exact or any(host.endswith(s) for s in self.suffixes)
+
+
+class HostGuard:
+    """Pure ASGI: refuse (400 ``host_not_allowed``) requests whose Host the policy refuses.
+
+    The refusal carries the security headers itself, so the guard may wrap any app.
+    """
+
+    MAX_LOGGED = 64
+
+    def __init__(self, app: ASGIApp, policy: HostPolicy) -> None:
+        self.app = app
+        self.policy = policy
+        self._logged: set[str] = set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        header: str | None = None
+        for key, value in scope.get("headers", []):
+            if key == b"host":
+                header = value.decode("latin-1")
+                break
+        if self.policy.allows(header):
+            await self.app(scope, receive, send)
+            return
+        shown = (header or "")[:100]
+        if shown not in self._logged and len(self._logged) < self.MAX_LOGGED:
+            self._logged.add(shown)
+            log.warning("API: refused a request with Host %r (not a loopback name or an "
+                        "allowed host; DNS rebinding protection)", shown)
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        response = JSONResponse(
+            error_body("host_not_allowed",
+                       "this Host is not allowed (DNS rebinding protection); start the daemon "
+                       "with the name in its allowed hosts"),
+            status_code=400)
+        headers = [*response.raw_headers, *SECURITY_HEADERS]
+        await send({"type": "http.response.start", "status": 400, "headers": headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+
 ERRORS_READ: dict[int | str, dict[str, Any]] = {
     code: {"model": models.ErrorResponse, "description": desc}
     for code, desc in (
@@ -203,14 +327,19 @@ def authorize(request: Request, write: bool) -> str | None:
     if token is None:
         raise ApiError(401, "this endpoint needs 'Authorization: Bearer <token>'",
                        "unauthorized", _CHALLENGE)
-    name = c.tokens.authenticate(token)
-    if name is None:
+    verdict = c.tokens.verify(token)
+    if verdict.expired_at is not None:  # logged once per token by the token store
+        raise ApiError(401, f"the token expired at {verdict.expired_at.isoformat()}; ask for "
+                            "a new one", "token_expired",
+                       {"WWW-Authenticate": 'Bearer realm="reconciler", error="invalid_token", '
+                                            'error_description="The access token expired"'})
+    if verdict.name is None:
         client = request.client.host if request.client else "?"
         log.warning("API: rejected a token from %s (%s %s)", client, request.method,
                     request.url.path)
         raise ApiError(401, "invalid, expired or removed token", "unauthorized",
                        {"WWW-Authenticate": 'Bearer realm="reconciler", error="invalid_token"'})
-    return name
+    return verdict.name
 
 
 async def _reader(

@@ -3,6 +3,12 @@
 The daemon owns SIGTERM/SIGINT (it drains runs first), so uvicorn's signal handlers are
 disabled; the daemon stops the server itself. The listening socket is bound before the
 daemon starts anything else, so "address already in use" is a clean start-up error.
+
+The served app is wrapped in :class:`~reconciler.api.app.HostGuard`: on a loopback
+address only loopback names (``localhost``, ``127.0.0.1``, ``[::1]``), IP literals and
+the configured ``allowed_hosts`` are answered, which defeats DNS rebinding from a web
+page in the operator's browser. On other addresses any Host is answered unless
+``allowed_hosts`` is given (``["*"]`` allows any, explicitly).
 """
 
 from __future__ import annotations
@@ -11,11 +17,12 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import uvicorn
 
+from reconciler.api.app import HostGuard, HostPolicy
 from reconciler.core.errors import ReconcilerError
 
 log = logging.getLogger("reconciler.api")
@@ -76,12 +83,15 @@ class _Server(uvicorn.Server):
 class ApiServer:
     """A bound socket and a uvicorn server for ``app``; :meth:`serve` runs until :meth:`stop`."""
 
-    def __init__(self, app: Any, listen: str = DEFAULT_LISTEN) -> None:
+    def __init__(self, app: Any, listen: str = DEFAULT_LISTEN,
+                 allowed_hosts: Sequence[str] | None = None) -> None:
         host, port = parse_listen(listen)
         self.sock = bind(host, port)
         self.host, self.port = self.sock.getsockname()[:2]
+        self.host_policy = HostPolicy.for_listen(host, allowed_hosts)
+        served = app if self.host_policy is None else HostGuard(app, self.host_policy)
         config = uvicorn.Config(
-            app,
+            served,
             log_config=None,
             access_log=False,
             lifespan="off",

@@ -26,6 +26,13 @@ def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name) or default
 
 
+def _names(value: str | None) -> tuple[str, ...] | None:
+    """A comma-separated list (``--allowed-hosts``); None when not given."""
+    if not value:
+        return None
+    return tuple(name.strip() for name in value.split(",") if name.strip())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reconciler",
@@ -132,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="FILE",
                    help="'name:token' lines allowed to call mutations (re-read on change and "
                         "SIGHUP); also env RECONCILER_API_TOKEN='name:token'")
+    p.add_argument("--allowed-hosts", default=_env("RECONCILER_ALLOWED_HOSTS"),
+                   metavar="NAMES",
+                   help="comma-separated Host header names the API answers, '*.example.com' "
+                        "wildcards allowed (env RECONCILER_ALLOWED_HOSTS); default: loopback "
+                        "names and IP literals on a loopback address, any Host otherwise")
     p.add_argument("--auth-reads", action="store_true",
                    help="require a token for reads too (the dashboard asks for it)")
     p.add_argument("--zookeeper", default=_env("RECONCILER_ZOOKEEPER"), metavar="HOSTS",
@@ -440,6 +452,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         api_token=_env("RECONCILER_API_TOKEN"),
         api_token_file=args.api_token_file,
         auth_reads=args.auth_reads,
+        allowed_hosts=_names(args.allowed_hosts),
         zookeeper=args.zookeeper or None,
         namespace=args.namespace,
         max_clock_skew=_duration_arg("--max-clock-skew", args.max_clock_skew),

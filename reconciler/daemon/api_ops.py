@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -282,14 +282,16 @@ class DaemonApi:
         api_token: str | None = None,
         token_file: str | None = None,
         auth_reads: bool = False,
+        allowed_hosts: Sequence[str] | None = None,
     ) -> None:
         self.daemon = daemon
         self.listen = listen
+        self.allowed_hosts = allowed_hosts
         self.index = TaskIndex()
         self.metrics = Metrics()
         self.events = EventHub()
         self.observer = ApiObserver(self.index, self.metrics, self.events)
-        self.tokens = TokenStore(api_token, token_file)
+        self.tokens = TokenStore(api_token, token_file, clock=daemon.clock)
         if auth_reads and not self.tokens.configured:
             raise ReconcilerError("--auth-reads needs a token: set RECONCILER_API_TOKEN or "
                                   "--api-token-file")
@@ -321,7 +323,7 @@ class DaemonApi:
         if self.listen and self.server is None:
             from reconciler.api.server import ApiServer
 
-            self.server = ApiServer(self.app(), self.listen)
+            self.server = ApiServer(self.app(), self.listen, self.allowed_hosts)
 
     def serve(self) -> None:
         if self.server is not None:

@@ -83,6 +83,7 @@ class DaemonConfig:
     api_token: str | None = None  # "name:token" or "token" (RECONCILER_API_TOKEN)
     api_token_file: str | None = None  # "name:token" lines, re-read on change and SIGHUP
     auth_reads: bool = False  # reads need a token too
+    allowed_hosts: tuple[str, ...] | None = None  # Host names answered (docs/security.md)
     # distributed mode (docs/guarantees.md): None = single replica, in-process claims
     zookeeper: str | None = None  # "zk-0:2181,zk-1:2181,zk-2:2181[/chroot]"
     namespace: str = "default"
@@ -140,7 +141,8 @@ class Daemon:
         )
         self._override_marker: Any = None
         self.api = DaemonApi(self, listen=config.listen, api_token=config.api_token,
-                             token_file=config.api_token_file, auth_reads=config.auth_reads)
+                             token_file=config.api_token_file, auth_reads=config.auth_reads,
+                             allowed_hosts=config.allowed_hosts)
         self.scheduler.listener = self.api.observer
         if self.skew_guard is not None:  # a clock off the bound decides nothing
             self.scheduler.clock_refusal = self.skew_guard.over_bound

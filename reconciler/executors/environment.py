@@ -18,8 +18,9 @@ Secret handling: a value read through ``fromEnv`` or ``fromFile`` must not leak 
 run records or logs. Errors raised here name the *variable* or the *file*, never a
 value, and are raised ``from None`` so that no chained exception (a
 ``UnicodeDecodeError`` carries the offending bytes) travels with them. The resolved
-secret values are returned separately so executors can redact them from error
-messages that originate in task code (:func:`redact`).
+secret values are returned separately so executors can mask them in the error
+and the output that originate in task code (:func:`redact`, and the
+:class:`~reconciler.executors.output.OutputSink` for output).
 """
 
 from __future__ import annotations
@@ -33,6 +34,17 @@ from datetime import UTC, datetime
 from reconciler.core.errors import ReconcilerError
 from reconciler.core.model import FromEnv, FromFile
 from reconciler.core.protocols import ExecutionRequest
+from reconciler.executors.output import MIN_REDACT_LENGTH, REDACTED, redact
+
+__all__ = [
+    "BASE_ENV_VARS",
+    "MIN_REDACT_LENGTH",
+    "REDACTED",
+    "ResolvedEnv",
+    "SecretResolutionError",
+    "build_run_env",
+    "redact",
+]
 
 #: Variables copied from the daemon's environment into every task's environment.
 BASE_ENV_VARS: tuple[str, ...] = ("PATH", "HOME", "LANG", "TZ")
@@ -41,11 +53,6 @@ BASE_ENV_VARS: tuple[str, ...] = ("PATH", "HOME", "LANG", "TZ")
 #: or a mistyped path to a log file).
 MAX_SECRET_FILE_BYTES = 1 << 20
 
-#: Secret values shorter than this are not redacted from error text (replacing every
-#: "1" or "ab" in a message would make it unreadable and protects little).
-MIN_REDACT_LENGTH = 4
-
-REDACTED = "***"
 
 
 class SecretResolutionError(ReconcilerError):
@@ -141,16 +148,6 @@ def run_deadline(request: ExecutionRequest, now: datetime | None = None) -> date
     if request.timeout is None:
         return None
     return (now or datetime.now(UTC)) + request.timeout
-
-
-def redact(text: str | None, secrets: Iterable[str]) -> str | None:
-    """Replace every occurrence of a secret value (of useful length) in ``text``."""
-    if not text:
-        return text
-    for secret in secrets:
-        if len(secret) >= MIN_REDACT_LENGTH and secret in text:
-            text = text.replace(secret, REDACTED)
-    return text
 
 
 def _read_secret_file(path: str, what: str) -> str:

@@ -103,7 +103,7 @@ class HttpExecutor:
         if cancel.is_set():
             return ExecutionResult(RunStatus.CANCELLED, error="cancelled")
         timeout = request.timeout if request.timeout is not None else self.default_timeout
-        sink = OutputSink(events, request.output_limit, parse_progress=False)
+        sink = OutputSink(events, request.output_limit, parse_progress=False, secrets=secrets)
         call = asyncio.ensure_future(self._call(target, headers, timeout, sink))
         cancel_waiter = asyncio.ensure_future(cancel.wait())
         try:

@@ -21,6 +21,14 @@ Lines may arrive split over several reads: the parser keeps the partial line, bu
 only while it can still be a protocol line and is at most
 :data:`MAX_PROGRESS_LINE` bytes long. Anything else (a malformed number, a value
 outside 0-100, an over-long line) is ordinary output.
+
+Secrets: a task that prints a secret value it was given (``fromEnv``/``fromFile``),
+or dies with a traceback that shows it, must not have the value stored in its run
+record or streamed to the dashboard. The sink masks every secret value of useful
+length with ``***`` in the live stream (holding back just enough characters to catch
+a value split over two reads) and in the tail it hands out. What cannot be masked:
+a value cut by the start of the tail (its last characters stay) and transformed
+values (base64, reversed); the task's own log files are outside our reach.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from __future__ import annotations
 import codecs
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # not at run time: the python-run child imports this module
@@ -41,6 +49,58 @@ PROGRESS_PREFIX = b"::progress"
 MAX_PROGRESS_LINE = 4096
 
 ProgressCallback = Callable[[float | None, str | None], None]
+
+#: Secret values shorter than this are not masked (replacing every "1" or "ab" in a
+#: message would make it unreadable and protects little).
+MIN_REDACT_LENGTH = 4
+
+REDACTED = "***"
+
+
+def redact(text: str | None, secrets: Iterable[str]) -> str | None:
+    """Replace every occurrence of a secret value (of useful length) in ``text``."""
+    if not text:
+        return text
+    for secret in secrets:
+        if len(secret) >= MIN_REDACT_LENGTH and secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+class _StreamMask:
+    """Masks secrets in text that arrives in pieces.
+
+    Holds back the last ``longest - 1`` characters of what it has seen: a secret that
+    starts there may continue in the next piece. Masking the held-back text together
+    with the new piece catches it; anything longer than the hold-back was complete.
+    """
+
+    __slots__ = ("_hold", "_pending", "_secrets")
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        self._secrets = tuple(s for s in secrets if len(s) >= MIN_REDACT_LENGTH)
+        self._hold = max((len(s) for s in self._secrets), default=1) - 1
+        self._pending = ""
+
+    def __bool__(self) -> bool:
+        return bool(self._secrets)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return self._secrets
+
+    def feed(self, text: str) -> str:
+        text = redact(self._pending + text, self._secrets) or ""
+        if len(text) <= self._hold:
+            self._pending = text
+            return ""
+        cut = len(text) - self._hold
+        self._pending = text[cut:]
+        return text[:cut]
+
+    def flush(self) -> str:
+        text, self._pending = self._pending, ""
+        return text
 
 
 class TailBuffer:
@@ -211,8 +271,16 @@ class OutputSink:
     streamer must not fail or hang the run.
     """
 
-    def __init__(self, events: ExecutionEvents, limit: int, *, parse_progress: bool = True) -> None:
+    def __init__(
+        self,
+        events: ExecutionEvents,
+        limit: int,
+        *,
+        parse_progress: bool = True,
+        secrets: Sequence[str] = (),
+    ) -> None:
         self._events = events
+        self._mask = _StreamMask(secrets)
         self.tail = TailBuffer(limit)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._parser = ProgressParser(self._progress) if parse_progress else None
@@ -225,7 +293,8 @@ class OutputSink:
         self.tail.append(data)
         if self._parser is not None:
             self._parser.feed(data)
-        self._output(self._decoder.decode(data))
+        text = self._decoder.decode(data)
+        self._output(self._mask.feed(text) if self._mask else text)
 
     def close(self) -> None:
         if self._closed:
@@ -233,10 +302,14 @@ class OutputSink:
         self._closed = True
         if self._parser is not None:
             self._parser.close()
-        self._output(self._decoder.decode(b"", final=True))
+        text = self._decoder.decode(b"", final=True)
+        if self._mask:
+            text = self._mask.feed(text) + self._mask.flush()
+        self._output(text)
 
     def text(self) -> str:
-        return self.tail.text()
+        text = self.tail.text()
+        return (redact(text, self._mask.secrets) or "") if self._mask else text
 
     def _output(self, text: str) -> None:
         if not text:
@@ -247,6 +320,8 @@ class OutputSink:
             self._log_callback_failure("output")
 
     def _progress(self, percent: float | None, message: str | None) -> None:
+        if self._mask:
+            message = redact(message, self._mask.secrets)
         try:
             self._events.progress(percent, message)
         except Exception:

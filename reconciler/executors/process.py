@@ -209,7 +209,7 @@ async def run_process(
         return failed(problem), resolved.secrets
     if cancel.is_set():
         return ExecutionResult(RunStatus.CANCELLED, error="cancelled"), resolved.secrets
-    supervisor = _Supervisor(request, events, cancel)
+    supervisor = _Supervisor(request, events, cancel, resolved.secrets)
     try:
         outcome = await supervisor.run(
             argv, env=resolved.env, cwd=cwd, pass_fds=pass_fds, describe=describe
@@ -242,9 +242,14 @@ class _Protocol(asyncio.SubprocessProtocol):
 
 class _Supervisor:
     def __init__(
-        self, request: ExecutionRequest, events: ExecutionEvents, cancel: asyncio.Event
+        self,
+        request: ExecutionRequest,
+        events: ExecutionEvents,
+        cancel: asyncio.Event,
+        secrets: Sequence[str] = (),
     ) -> None:
         self.request = request
+        self.secrets = secrets
         self.events = events
         self.cancel = cancel
         self.grace = max(0.0, request.kill_grace.total_seconds())
@@ -264,7 +269,7 @@ class _Supervisor:
         started = loop.time()
         timeout = self.request.timeout
         deadline = None if timeout is None else started + timeout.total_seconds()
-        sink = OutputSink(self.events, self.request.output_limit)
+        sink = OutputSink(self.events, self.request.output_limit, secrets=self.secrets)
         protocol = _Protocol(loop, sink)
         transport = await self._spawn(loop, protocol, argv, env, cwd, pass_fds, describe)
         self.pgid = transport.get_pid()

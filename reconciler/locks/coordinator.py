@@ -466,7 +466,7 @@ class ZooKeeperCoordinator:
             gen, sent = self._session_gen, time.monotonic()
             try:
                 self.client.exists_async(self.root).get(timeout=self.op_timeout)
-            except Exception:  # noqa: S112 - any failure: the lease simply is not renewed
+            except Exception:  # noqa: S112 - any failure: the lease is not renewed  # nosec B112
                 continue
             self.confirm(sent, gen)
 

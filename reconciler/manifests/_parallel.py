@@ -187,7 +187,7 @@ def _collect(
     if not ok or not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
         return []
     try:
-        pairs = pickle.loads(b"".join(data))  # noqa: S301 - from our own child
+        pairs = pickle.loads(b"".join(data))  # noqa: S301 - from our own child  # nosec B301
     except Exception:
         return []
     if not isinstance(pairs, list):

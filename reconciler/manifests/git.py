@@ -29,7 +29,7 @@ def _git(cwd: Path, *args: str, stdin: bytes | None = None) -> bytes:
         raise GitError("git is not installed")
     env = dict(os.environ, GIT_TERMINAL_PROMPT="0", LC_ALL="C")
     try:
-        proc = subprocess.run(
+        proc = subprocess.run(  # fixed argv, no shell  # nosec B603
             [exe, *args],
             cwd=cwd,
             input=stdin,

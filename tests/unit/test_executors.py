@@ -45,7 +45,12 @@ from reconciler.executors import (
     resolve_env,
 )
 from reconciler.executors.http_executor import status_matches
-from reconciler.executors.output import ProgressParser, TailBuffer, parse_progress_line
+from reconciler.executors.output import (
+    OutputSink,
+    ProgressParser,
+    TailBuffer,
+    parse_progress_line,
+)
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "executors"
 SLOT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -583,8 +588,18 @@ def test_environment_is_minimal_and_secrets_are_resolved(
     result = execute(run, extra_env={"FROM_DAEMON": "extra", "RECONCILER_SLOT": "daemon-slot"})
     env = _env_lines(result.output_tail)
     assert env["PLAIN"] == "plain value"
-    assert env["FROM_ENV"] == "from-the-daemon"
-    assert env["FROM_FILE"] == "from-a-file"  # one trailing newline stripped
+    # secrets arrive (the task printed them) and are masked in what the daemon keeps
+    assert env["FROM_ENV"] == "***"
+    assert env["FROM_FILE"] == "***"
+    assert "from-the-daemon" not in result.output_tail
+    check = RunSpec(
+        command=["sh", "-c", 'test "$A" = from-the-daemon && test "$B" = from-a-file && echo ok'],
+        env={
+            "A": FromEnv(from_env="EXECUTOR_TEST_SOURCE"),
+            "B": FromFile(from_file=str(secret_file)),  # one trailing newline stripped
+        },
+    )
+    assert execute(check).output_tail == "ok\n"
     assert env["FROM_DAEMON"] == "extra"
     assert env["RECONCILER_TASK"] == "demo"
     assert env["RECONCILER_RUN_ID"] == "7"
@@ -909,6 +924,28 @@ def test_python_error_is_redacted_of_secret_values(monkeypatch: pytest.MonkeyPat
     result = execute(py_run("leak_secret", API_TOKEN=FromEnv(from_env="EXECUTOR_TEST_CANARY")))
     assert result.status is RunStatus.FAILED
     assert result.error == "RuntimeError: token was ***"
+    assert CANARY not in result.output_tail  # the traceback in the output is masked too
+    assert "token was ***" in result.output_tail
+
+
+def test_output_sink_masks_secrets_split_at_every_point() -> None:
+    secrets = ("s3cr3t-value", "other-secret-longer-one", "abc")  # "abc" is too short
+    text = "x s3cr3t-value y other-secret-longer-one abc s3cr3t-value"
+    expected = "x *** y *** abc ***"
+    data = text.encode()
+    for cut in range(len(data) + 1):
+        for second in (cut, min(len(data), cut + 5)):
+            events = Recorder()
+            sink = OutputSink(events, 1000, secrets=secrets)
+            for piece in (data[:cut], data[cut:second], data[second:]):
+                sink.feed(piece)
+            sink.close()
+            assert events.text == expected, cut
+            assert sink.text() == expected
+    plain = Recorder()
+    sink = OutputSink(plain, 1000)
+    sink.feed(b"abc")
+    assert plain.text == "abc"  # no secrets: nothing held back
 
 
 def test_python_import_errors() -> None:
