@@ -165,6 +165,8 @@ def plan(
             drift.append(Drift(name, f"{state} at run time{by}{note}", have.override))
 
     refusals = _refusals(desired, changes, options)
+    if empty_guard:  # nothing would be applied anyway; say so like any other refusal
+        refusals.insert(0, empty_guard)
     return Plan(tuple(changes), tuple(desired.errors), tuple(drift), tuple(refusals))
 
 

@@ -93,6 +93,17 @@ class DaemonConfig:
     unclaimed_grace: timedelta = timedelta(seconds=30)
 
 
+def _watch_target(root: Path) -> tuple[Path, tuple[int, int] | None]:
+    """What to watch for ``root`` (itself, or its parent when it is missing or a
+    symlink that gets swapped) and that path's identity (device, inode)."""
+    path = root.parent if root.is_symlink() or not root.is_dir() else root
+    try:
+        st = path.stat()
+    except OSError:
+        return path, None
+    return path, (st.st_dev, st.st_ino)
+
+
 def _interesting(path: str) -> bool:
     name = os.path.basename(path)
     # A dot-entry can still be git-sync's symlink swap (".worktrees"); the periodic
@@ -299,20 +310,38 @@ class Daemon:
     # ---------------------------------------------------------------------- loops
 
     async def watch_loop(self) -> None:
+        """Turn file events into reconciles; follow the directory when it is replaced.
+
+        inotify watches an inode, not a name: after ``rm -rf`` and ``mkdir``, or a new
+        tree renamed into place, the old watch sees nothing. Once a second (the
+        watcher's timeout) the target is checked by device and inode; when it changed
+        (or the directory appeared or vanished), a full reconcile runs and the watch is
+        re-armed on what the name points to now. A missing directory is watched
+        through its parent.
+        """
         import watchfiles
 
         root = Path(self.config.manifests)
-        watch_path = root.parent if root.is_symlink() or not root.exists() else root
         while not self.stop.is_set():
+            target = _watch_target(root)
+            watch_path = target[0]
             try:
                 async for changes in watchfiles.awatch(
                     watch_path, stop_event=self.stop, debounce=self.config.debounce_ms,
                     step=10, recursive=True, watch_filter=lambda _c, p: _interesting(p),
-                    rust_timeout=1000, yield_on_timeout=False,
+                    rust_timeout=1000, yield_on_timeout=True,
                 ):
-                    log.debug("manifests changed: %d event(s)", len(changes))
-                    self.changed_paths.update(path for _, path in changes)
-                    self.resync_now.set()
+                    if changes:
+                        log.debug("manifests changed: %d event(s)", len(changes))
+                        self.changed_paths.update(path for _, path in changes)
+                        self.resync_now.set()
+                    if _watch_target(root) != target:
+                        log.warning("manifests directory %s was replaced, removed or "
+                                    "created: reading it again and re-arming the watch",
+                                    root)
+                        self.full_resync = True
+                        self.resync_now.set()
+                        break
             except (OSError, RuntimeError) as exc:
                 log.warning("watching %s failed (%s); relying on the resync interval",
                             watch_path, exc)

@@ -11,6 +11,15 @@ Design:
   leaves a row that the next start marks ``abandoned``: a run is never lost.
 * ``tick()`` processes everything due at ``clock.now()``; tests drive it with a fake
   clock and never sleep.
+* Behind by a whole period (the slot after a due slot is due too: the wall clock
+  stepped forward, the host was suspended, the loop was blocked): the backlog is
+  decided at once by the downtime rules (:func:`~reconciler.core.scheduling.
+  recover_missed`: ``startingDeadline``, ``catchUp``, ``maxCatchUp``, at most 100
+  ``missed`` rows per task), not walked slot by slot.
+* The wall clock stepping *back* re-runs nothing: each task remembers the last slot
+  it decided, and its next slot is never planned at or before it, whether the
+  timeline is rebuilt by a manifest edit, a resume or a restart (``last_slot_at`` is
+  persisted). The task waits until the clock reaches that next slot again.
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ from reconciler.daemon.worker import StoreWorker
 log = logging.getLogger("reconciler.scheduler")
 
 RETRYABLE = (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED)
+_JUST_BEFORE = timedelta(microseconds=1)
 
 
 @dataclass
@@ -134,6 +144,13 @@ class TaskState:
     policy: TaskPolicy
     active: dict[int, ActiveRun] = field(default_factory=dict)
     finished_since_prune: int = 0
+    #: The newest scheduled slot decided (run, skipped or missed): planning never goes
+    #: back to it or before, so a wall clock stepped back re-runs nothing.
+    last_slot: datetime | None = None
+
+    def saw_slot(self, slot: datetime | None) -> None:
+        if slot is not None and (self.last_slot is None or slot > self.last_slot):
+            self.last_slot = slot
 
 
 class _Events:
@@ -238,12 +255,15 @@ class Scheduler:
                 state = self.tasks[row.name] = TaskState(policy)
             else:
                 state.policy = policy
+            state.saw_slot(row.last_slot_at)
             if policy.suspended:
                 self.timeline.remove(row.name)
                 self._persist_next(row.name, None)
                 continue
             if recover and row.last_slot_at is not None:
                 decisions = recover_missed(policy, row.last_slot_at, now)
+                for d in decisions:
+                    state.saw_slot(d.slot)
                 await self._carry_out_many(
                     [(state, d, 1, d.trigger) for d in decisions], now
                 )
@@ -262,6 +282,8 @@ class Scheduler:
         self.listener.task_removed(name)
 
     def _plan_next(self, state: TaskState, after: datetime) -> None:
+        if state.last_slot is not None and state.last_slot > after:
+            after = state.last_slot  # the clock is behind a slot already decided
         nxt = state.policy.schedule.next_after(after)
         self.timeline.set_slot(state.policy.name, nxt, state.policy.generation)
         self._persist_next(state.policy.name, nxt)
@@ -343,6 +365,7 @@ class Scheduler:
         batch: list[tuple[TaskState, SlotDecision, int, Trigger]] = []
         slots: list[tuple[TaskState, datetime]] = []  # and the slot to continue after
         due = self.timeline.pop_due(now)
+        behind = 0
         covered = await self._covered_by_peers(due, now) if self.config.skip_covered_slots else {}
         for entry in due:
             state = self.tasks.get(entry.name)
@@ -355,9 +378,20 @@ class Scheduler:
                          newest.isoformat())
                 slots.append((state, newest))  # continue after the peers' slot
                 continue
+            if entry.kind is EntryKind.SLOT:
+                backlog = self._backlog(state, entry, now)
+                if backlog:
+                    behind += 1
+                    batch.extend(backlog)
+                    slots.append((state, backlog[-1][1].slot))
+                    continue
             batch.append(self._decide(state, entry, now))
             if entry.kind is EntryKind.SLOT:
                 slots.append((state, entry.slot))
+        if behind:
+            log.warning("%d task(s) were a whole period or more behind schedule (clock "
+                        "stepped forward, host suspended or loop blocked): their backlog "
+                        "was decided by startingDeadline/catchUp/maxCatchUp", behind)
         await self._carry_out_many(batch, now)
         # Only now, with the runs started, work out the following slots. Tasks that share
         # a schedule (many "0 * * * *") share one computation.
@@ -424,11 +458,42 @@ class Scheduler:
                 waker.cancel()
                 stopper.cancel()
 
+    def _backlog(
+        self, state: TaskState, entry: Entry, now: datetime
+    ) -> list[tuple[TaskState, SlotDecision, int, Trigger]]:
+        """The decisions for a slot a whole period late, and every slot since (oldest
+        first), by the catch-up rules; empty when only this slot is due."""
+        policy = state.policy
+        following = policy.schedule.next_after(entry.slot)
+        if following is None or following > now:
+            return []
+        decisions = recover_missed(policy, entry.slot - _JUST_BEFORE, now,
+                                   cause="behind schedule")
+        if not decisions:
+            return []
+        out = []
+        active = len(state.active)
+        for d in decisions:
+            if d.verdict is Verdict.RUN:  # the concurrency policy still applies
+                decided = decide_slot(policy, d.slot, now, active)
+                if decided.verdict is not Verdict.MISSED:
+                    d = replace(decided, trigger=d.trigger)
+                active += d.verdict in (Verdict.RUN, Verdict.REPLACE)
+            out.append((state, d, 1, d.trigger))
+        newest = decisions[-1].slot
+        state.saw_slot(newest)
+        self._state_updates.setdefault(policy.name, {})["last_slot_at"] = newest
+        log.info("task %s: %s behind schedule at slot %s; %d slot(s) decided by the "
+                 "catch-up rules", policy.name, now - entry.slot, entry.slot.isoformat(),
+                 len(decisions))
+        return out
+
     def _decide(
         self, state: TaskState, entry: Entry, now: datetime
     ) -> tuple[TaskState, SlotDecision, int, Trigger]:
         policy = state.policy
         if entry.kind is EntryKind.SLOT:
+            state.saw_slot(entry.slot)
             # tick() then queues the slot after this one: each slot is decided in turn, so
             # an overloaded loop records late slots as missed (startingDeadline) instead
             # of dropping them.
