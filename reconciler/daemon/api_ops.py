@@ -81,6 +81,10 @@ class DaemonOperations:
             checks["reconcile"] = (True, "the manifests were reconciled")
         else:
             checks["reconcile"] = (False, self.d.last_error or "the first reconcile is not done")
+        write_error = self.d.scheduler.write_error
+        checks["writes"] = ((True, "the last write to the database succeeded")
+                            if write_error is None
+                            else (False, f"writes to the database fail: {write_error}"))
         coordinator = self._coordinator()
         if coordinator is not None and "zookeeper" not in self.api.ready_checks:
             try:

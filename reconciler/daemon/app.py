@@ -428,9 +428,13 @@ class Daemon:
             status["revision"] = str(result.revision) if result.revision else None
             status["manifest_errors"] = [str(e) for e in result.plan.errors]
             status["refusals"] = list(result.plan.refusals)
-        with contextlib.suppress(ReconcilerError):
+        try:
             await self.worker.call(self.store.write_replica_status, self.config.replica,
                                    status, self.clock.now())
+        except ReconcilerError as exc:
+            self.scheduler.wrote(exc)
+        else:  # written every heartbeat: tells when writes work again with nothing due
+            self.scheduler.wrote()
 
     # ------------------------------------------------------------------- lifecycle
 

@@ -221,6 +221,19 @@ class Scheduler:
         #: Distributed mode: why this replica's clock must not be trusted now (None: it
         #: may be). While it says so, slots are neither claimed nor recorded here.
         self.clock_refusal: Callable[[], str | None] | None = None
+        #: Why the last write to the database failed; None once a write succeeded
+        #: again. A database can answer reads while refusing writes (a read-only or
+        #: full file system): /readyz reports this as its ``writes`` check.
+        self.write_error: str | None = None
+
+    def wrote(self, error: Exception | None = None) -> None:
+        """Record the outcome of a write to the database (for readiness)."""
+        if error is None:
+            if self.write_error is not None:
+                log.info("writes to the database succeed again")
+            self.write_error = None
+        else:
+            self.write_error = str(error)[:500]
 
     # ------------------------------------------------------------------ table sync
 
@@ -310,8 +323,10 @@ class Scheduler:
         try:
             records = await self.worker.call(self.store.insert_runs, due)
         except ReconcilerError as exc:
+            self.wrote(exc)
             log.warning("could not record %d deferred run row(s) yet: %s", len(due), exc)
             return
+        self.wrote()
         self._deferred = [(at, row) for at, row in self._deferred if at > now]
         for record in records:
             if record is not None:
@@ -327,6 +342,7 @@ class Scheduler:
                 await self.worker.call(self.store.update_run, run_id, fencing_token=token,
                                        **values)
             except ReconcilerError as exc:
+                self.wrote(exc)
                 log.warning("could not record the end of %d run(s) yet: %s",
                             len(pending) - i, exc)
                 self._unrecorded[:0] = pending[i:]
@@ -343,6 +359,7 @@ class Scheduler:
         try:
             await self.worker.call(self.store.set_schedule_state, updates)
         except ReconcilerError as exc:
+            self.wrote(exc)
             log.warning("could not persist schedule state: %s", exc)
             for k, v in updates.items():  # keep them for the next flush
                 self._state_updates.setdefault(k, {}).update(v)
@@ -567,7 +584,9 @@ class Scheduler:
             starts.append((state, claim))
         try:
             records = await self.worker.call(self.store.insert_runs, rows)
+            self.wrote()
         except ReconcilerError as exc:
+            self.wrote(exc)
             # No run starts without its row (exactly once over liveness); the slots are
             # recorded missed once the database answers again.
             log.error("could not record %d run(s): %s", len(rows), exc)
@@ -670,6 +689,7 @@ class Scheduler:
                 self.store.update_run, record.id, fencing_token=active.claim.token, **values
             )
         except ReconcilerError as exc:
+            self.wrote(exc)
             # Retried at every flush: left "running", a peer would mark the run abandoned
             # (and retry it where the policy says so: the slot would run twice).
             log.error("task %s: could not record the end of run %d yet: %s", policy.name,

@@ -11,6 +11,13 @@
   with ``hide_parameters=True`` so SQL errors do not echo bound values either.
 * SQLite connections get WAL (readers do not block the writer), a busy timeout (a
   second process waits for the write lock instead of failing at once) and foreign keys.
+* SQLite opens a file it cannot write *read-only*, silently, and such a connection
+  stays read-only after the file is writable again ("attempt to write a readonly
+  database" forever). A connection opened while the file was not writable is marked,
+  and replaced at checkout once the file is writable, so the daemon recovers by
+  itself from a read-only or full file system.
+* The default folder ``.reconciler/`` is created ``0700``: the database holds run
+  output, which is nobody else's business on a shared host.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DisconnectionError
 
 from reconciler.core.errors import StoreError
 from reconciler.store.types import dumps_json
@@ -47,7 +54,7 @@ def default_database_url() -> str:
     if url:
         return url
     path = Path.cwd() / DEFAULT_SQLITE_PATH
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     return f"sqlite:///{path}"
 
 
@@ -102,7 +109,34 @@ def make_engine(url: str | URL, **options: Any) -> Engine:
         raise StoreError(f"cannot use database {safe_url(parsed)}: {exc}") from None
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_on_connect)
+        path = _sqlite_file(parsed)
+        if path is not None:
+            _replace_read_only_connections(engine, path)
     return engine
+
+
+def _sqlite_file(url: URL) -> str | None:
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return database
+
+
+def _replace_read_only_connections(engine: Engine, path: str) -> None:
+    def not_writable() -> bool:
+        return os.path.exists(path) and not os.access(path, os.W_OK)
+
+    def on_connect(_dbapi_connection: Any, record: Any) -> None:
+        if not_writable():
+            record.info["read_only_at_open"] = True
+
+    def on_checkout(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if record.info.get("read_only_at_open") and not not_writable():
+            # the pool discards this connection and opens a fresh, writable one
+            raise DisconnectionError("SQLite connection was opened read-only")
+
+    event.listen(engine, "connect", on_connect)
+    event.listen(engine, "checkout", on_checkout)
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

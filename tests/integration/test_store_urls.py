@@ -58,6 +58,7 @@ def test_default_url_is_a_sqlite_file_under_the_cwd(
     url = default_database_url()
     assert url == f"sqlite:///{tmp_path / '.reconciler' / 'state.db'}"
     assert (tmp_path / ".reconciler").is_dir()
+    assert (tmp_path / ".reconciler").stat().st_mode & 0o777 == 0o700  # run output is private
 
     store = create_store()
     store.upgrade()
