@@ -39,7 +39,7 @@ from reconciler.core.errors import ReconcilerError
 from reconciler.core.model import ConcurrencyPolicy
 from reconciler.core.plan import Action, SafetyOptions
 from reconciler.core.protocols import Claimer
-from reconciler.core.runtime import ActualTask, RunStatus, Trigger
+from reconciler.core.runtime import ActualTask, RunRecord, RunStatus, Trigger
 from reconciler.daemon.api_ops import DaemonApi
 from reconciler.daemon.claims import InProcessClaimer
 from reconciler.daemon.offload import OffloadExecutor
@@ -160,6 +160,8 @@ class Daemon:
         self.actual: dict[str, ActualTask] | None = None
         self.full_resync = False
         self.changed_paths: set[str] = set()
+        #: Runs abandoned at start-up, retried once the first sync knows their tasks.
+        self._pending_abandoned: list[RunRecord] = []
 
     # ------------------------------------------------------------------ start-up
 
@@ -202,11 +204,26 @@ class Daemon:
             return
         self.actual = {r.name: r for r in rows}
         await self.scheduler.sync(rows, full=True, recover=initial)
+        if initial:
+            self._retry_abandoned_at_start()
         await self._write_status()
+
+    def _retry_abandoned_at_start(self) -> None:
+        """Queue the retries of the runs abandoned at start-up, now that the scheduler
+        knows the tasks (before the first sync it knew none). Writer or not: the
+        replica that abandoned a run decides its retry."""
+        pending, self._pending_abandoned = self._pending_abandoned, []
+        for run in pending:
+            state = self.scheduler.tasks.get(run.task_name)
+            if state is not None and run.attempt <= state.policy.retry_limit:
+                self.scheduler.timeline.add_retry(
+                    run.task_name, self.clock.now(), run.slot, run.attempt + 1,
+                    state.policy.generation,
+                )
 
     async def _abandon_orphans(self, *, all_running: bool) -> None:
         """Mark runs whose process is gone ``abandoned``; retry them if the policy says so."""
-        self._pending_abandoned: list[Any] = []
+        self._pending_abandoned = []
         if not all_running and self.skew_guard is not None and self.skew_guard.over_bound():
             return  # "stale" by a clock that is off: a peer's live runs would look dead
         now = self.clock.now()
@@ -276,13 +293,7 @@ class Daemon:
             rows = await self.worker.bulk(self.store.load_tasks)
             self.actual = {r.name: r for r in rows}
             await self.scheduler.sync(rows, full=True, recover=True)
-            for run in getattr(self, "_pending_abandoned", []):
-                state = self.scheduler.tasks.get(run.task_name)
-                if state is not None and run.attempt <= state.policy.retry_limit:
-                    self.scheduler.timeline.add_retry(
-                        run.task_name, self.clock.now(), run.slot, run.attempt + 1,
-                        state.policy.generation,
-                    )
+            self._retry_abandoned_at_start()
         elif changed:
             rows = await self.worker.bulk(self.store.get_tasks, sorted(changed))
             for name in changed - {r.name for r in rows}:

@@ -243,6 +243,10 @@ def _kill_9_case(case: Case, daemon: ServerDaemon, held: Held) -> None:
     assert first.id in {r.id for r in in_flight}  # nobody was left to record their end
     assert all(r.replica == first_replica and r.attempt == 1 for r in in_flight)
 
+    # stay down past the next slot, so the downtime has at least one slot to decide
+    # (a restart within the same second would have none)
+    next_slot = killed_at.replace(microsecond=0) + timedelta(seconds=1)
+    wait_until(lambda: utcnow() >= next_slot + timedelta(seconds=0.2), what="downtime")
     daemon.start()
     restarted_at = utcnow()
     replica = daemon.replica_id()
