@@ -28,12 +28,13 @@ everything was killed (a process escaped with ``setsid``), reading stops anyway.
 
 Daemon death: a task must not outlive a daemon killed with SIGKILL (or OOM-killed),
 or a restarted daemon would mark its run ``abandoned`` and a retry could run beside a
-survivor. On Linux every task process asks the kernel for ``SIGKILL`` when the
-daemon dies (``PR_SET_PDEATHSIG``, set between fork and exec), and exits at once if
-the daemon is already gone by then. The signal reaches the direct child only: a
-shell task's grandchildren are reparented and survive a daemon SIGKILL (a graceful
-stop kills the whole tree). Run the daemon as PID 1 of a container or under systemd
-(``KillMode=control-group``) when that matters.
+survivor. On Linux every task process is started through util-linux ``setpriv
+--pdeathsig KILL`` (:func:`die_with_daemon`), which asks the kernel for ``SIGKILL``
+when the daemon dies (``PR_SET_PDEATHSIG``) and then execs the program. The signal
+reaches the direct child only: a shell task's grandchildren are reparented and
+survive a daemon SIGKILL (a graceful stop kills the whole tree). Run the daemon as
+PID 1 of a container or under systemd (``KillMode=control-group``) when that matters.
+Without ``setpriv`` (not Linux, or util-linux missing) tasks are started directly.
 
 Reaping: the leader is reaped by asyncio's child watcher. Grandchildren are reparented
 to the nearest subreaper, normally init. When the daemon is PID 1 of a container or
@@ -53,14 +54,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -82,42 +83,41 @@ REAP_WAIT = 5.0
 
 _PROC_SWEEP = sys.platform.startswith("linux") and os.path.isdir("/proc")
 
-_PR_SET_PDEATHSIG = 1
+#: util-linux ``setpriv``, looked up in fixed places (never through a task's PATH).
+_SETPRIV = next((p for p in ("/usr/bin/setpriv", "/bin/setpriv")
+                 if sys.platform.startswith("linux") and os.access(p, os.X_OK)), None)
 
 
-def _load_prctl() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):  # pragma: no cover - a libc without prctl
-        return None
-    prctl.restype = ctypes.c_int
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong]
-    return prctl
+def _resolve_program(program: str, env: dict[str, str], cwd: str | None) -> str:
+    """The file ``program`` names, found as ``execvp`` would, for the ``setpriv``
+    wrapper; raises the ``OSError`` a direct spawn would have raised."""
+    if "/" in program:
+        path = program if os.path.isabs(program) else os.path.join(cwd or os.getcwd(), program)
+        if not os.path.exists(path):
+            raise FileNotFoundError(2, "No such file or directory", program)
+        if os.path.isdir(path) or not os.access(path, os.X_OK):
+            raise PermissionError(13, "Permission denied", program)
+        return path
+    found = shutil.which(program, path=env.get("PATH", os.defpath))
+    if found is None:
+        raise FileNotFoundError(2, "No such file or directory", program)
+    return found
 
 
-_PRCTL = _load_prctl()
+def die_with_daemon(argv: Sequence[str], env: dict[str, str], cwd: str | None) -> list[str]:
+    """``argv`` started so that the kernel kills it when the daemon dies (Linux).
 
-
-def die_with_daemon() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that ties the child's life to this daemon's (Linux only).
-
-    Everything is resolved in the parent: between fork and exec the hook makes one
-    libc call and compares two pids, which is safe in a threaded parent.
+    ``setpriv --pdeathsig KILL`` sets ``PR_SET_PDEATHSIG`` and execs the program: one
+    extra exec (about 0.8 ms). A ``preexec_fn`` would do the same in-process but
+    forces a full ``fork()`` instead of ``vfork()``: about 15 ms per spawn for a
+    daemon of 150 MB. The program is resolved here so that "command not found" stays
+    our own message; it therefore sees its full path as ``argv[0]``. Without
+    ``setpriv`` the argv is returned unchanged.
     """
-    prctl = _PRCTL
-    if prctl is None:
-        return None
-    daemon_pid = os.getpid()
-    sigkill = int(signal.SIGKILL)
-
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, sigkill)
-        if os.getppid() != daemon_pid:  # the daemon died before prctl took effect
-            os._exit(1)
-
-    return hook
+    if _SETPRIV is None:
+        return list(argv)
+    program = _resolve_program(argv[0], env, cwd)
+    return [_SETPRIV, "--pdeathsig", "KILL", "--", program, *argv[1:]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,7 +331,7 @@ class _Supervisor:
         try:
             transport, _ = await loop.subprocess_exec(
                 lambda: protocol,
-                *argv,
+                *die_with_daemon(argv, env, cwd),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -339,7 +339,6 @@ class _Supervisor:
                 cwd=cwd,
                 start_new_session=True,
                 pass_fds=tuple(pass_fds),
-                preexec_fn=die_with_daemon(),
             )
         except FileNotFoundError as exc:
             if cwd is not None and exc.filename == cwd:
