@@ -162,6 +162,9 @@ class Daemon:
         self.changed_paths: set[str] = set()
         #: Runs abandoned at start-up, retried once the first sync knows their tasks.
         self._pending_abandoned: list[RunRecord] = []
+        #: The first sync with recovery of missed slots is done. Until then (the first
+        #: reconcile failed: database down, apply refused) every reconcile retries it.
+        self._started = False
 
     # ------------------------------------------------------------------ start-up
 
@@ -206,6 +209,7 @@ class Daemon:
         await self.scheduler.sync(rows, full=True, recover=initial)
         if initial:
             self._retry_abandoned_at_start()
+            self._started = True
         await self._write_status()
 
     def _retry_abandoned_at_start(self) -> None:
@@ -223,7 +227,6 @@ class Daemon:
 
     async def _abandon_orphans(self, *, all_running: bool) -> None:
         """Mark runs whose process is gone ``abandoned``; retry them if the policy says so."""
-        self._pending_abandoned = []
         if not all_running and self.skew_guard is not None and self.skew_guard.over_bound():
             return  # "stale" by a clock that is off: a peer's live runs would look dead
         now = self.clock.now()
@@ -244,11 +247,12 @@ class Daemon:
                         run.slot.isoformat())
             self.api.observer.run_finished(run)
             state = self.scheduler.tasks.get(run.task_name)
-            if state is not None and run.attempt <= state.policy.retry_limit:
+            if state is None and not self._started:
+                self._pending_abandoned.append(run)  # retried once the tasks are known
+            elif state is not None and run.attempt <= state.policy.retry_limit:
                 self.scheduler.timeline.add_retry(
                     run.task_name, now, run.slot, run.attempt + 1, state.policy.generation
                 )
-        self._pending_abandoned = runs
 
     async def reconcile_once(
         self, *, initial: bool = False, full: bool = False
@@ -259,6 +263,7 @@ class Daemon:
         so a one-file change costs one file read and a few row writes; ``full`` (start-up
         and the periodic resync) re-reads every row to pick up writes from elsewhere.
         """
+        initial = initial or not self._started
         if self.coordinator is not None and not self.coordinator.is_writer:
             await self._follow_table(initial=initial)
             return None
@@ -294,6 +299,7 @@ class Daemon:
             self.actual = {r.name: r for r in rows}
             await self.scheduler.sync(rows, full=True, recover=True)
             self._retry_abandoned_at_start()
+            self._started = True
         elif changed:
             rows = await self.worker.bulk(self.store.get_tasks, sorted(changed))
             for name in changed - {r.name for r in rows}:
@@ -326,7 +332,8 @@ class Daemon:
         inotify watches an inode, not a name: after ``rm -rf`` and ``mkdir``, or a new
         tree renamed into place, the old watch sees nothing. Once a second (the
         watcher's timeout) the target is checked by device and inode; when it changed
-        (or the directory appeared or vanished), a full reconcile runs and the watch is
+        (or the directory appeared or vanished, or its own deletion was reported: a new
+        directory can reuse the inode), a full reconcile runs and the watch is
         re-armed on what the name points to now. A missing directory is watched
         through its parent.
         """
@@ -346,7 +353,11 @@ class Daemon:
                         log.debug("manifests changed: %d event(s)", len(changes))
                         self.changed_paths.update(path for _, path in changes)
                         self.resync_now.set()
-                    if _watch_target(root) != target:
+                    # a re-created directory may get the old inode back: its own
+                    # "deleted" event says so too
+                    gone = any(change == watchfiles.Change.deleted and Path(path) == root
+                               for change, path in changes)
+                    if gone or _watch_target(root) != target:
                         log.warning("manifests directory %s was replaced, removed or "
                                     "created: reading it again and re-arming the watch",
                                     root)

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 from reconciler.core.clock import Clock
 from reconciler.core.errors import ReconcilerError
+from reconciler.core.model import CatchUpPolicy, ConcurrencyPolicy
 from reconciler.core.protocols import (
     Claim,
     Claimer,
@@ -60,6 +61,9 @@ log = logging.getLogger("reconciler.scheduler")
 
 RETRYABLE = (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED)
 _JUST_BEFORE = timedelta(microseconds=1)
+#: A clock stepped back by at most this waits for the slot after the last one decided;
+#: a last slot further ahead than that is taken for the work of a wrong clock.
+MAX_CLOCK_STEP_BACK = timedelta(hours=1)
 
 
 @dataclass
@@ -295,8 +299,16 @@ class Scheduler:
         self.listener.task_removed(name)
 
     def _plan_next(self, state: TaskState, after: datetime) -> None:
-        if state.last_slot is not None and state.last_slot > after:
-            after = state.last_slot  # the clock is behind a slot already decided
+        last = state.last_slot
+        if last is not None and last > after:
+            if last - after <= MAX_CLOCK_STEP_BACK:
+                after = last  # the clock is behind a slot already decided: wait for it
+            else:
+                # More than that: the clock that decided it was wrong, not this one.
+                log.warning("task %s: its last slot %s is %s ahead of this clock; "
+                            "planning from now", state.policy.name, last.isoformat(),
+                            last - after)
+                state.last_slot = None
         nxt = state.policy.schedule.next_after(after)
         self.timeline.set_slot(state.policy.name, nxt, state.policy.generation)
         self._persist_next(state.policy.name, nxt)
@@ -380,7 +392,8 @@ class Scheduler:
             return 0
         now = self.clock.now()
         batch: list[tuple[TaskState, SlotDecision, int, Trigger]] = []
-        slots: list[tuple[TaskState, datetime]] = []  # and the slot to continue after
+        # (task, the slot to continue after, the generation that decided it)
+        slots: list[tuple[TaskState, datetime, int]] = []
         due = self.timeline.pop_due(now)
         behind = 0
         covered = await self._covered_by_peers(due, now) if self.config.skip_covered_slots else {}
@@ -393,18 +406,18 @@ class Scheduler:
                 log.info("task %s: slot %s skipped: this replica is behind and a peer "
                          "already recorded slot %s", entry.name, entry.slot.isoformat(),
                          newest.isoformat())
-                slots.append((state, newest))  # continue after the peers' slot
+                slots.append((state, newest, entry.generation))  # after the peers' slot
                 continue
             if entry.kind is EntryKind.SLOT:
                 backlog = self._backlog(state, entry, now)
                 if backlog:
                     behind += 1
                     batch.extend(backlog)
-                    slots.append((state, backlog[-1][1].slot))
+                    slots.append((state, backlog[-1][1].slot, entry.generation))
                     continue
             batch.append(self._decide(state, entry, now))
             if entry.kind is EntryKind.SLOT:
-                slots.append((state, entry.slot))
+                slots.append((state, entry.slot, entry.generation))
         if behind:
             log.warning("%d task(s) were a whole period or more behind schedule (clock "
                         "stepped forward, host suspended or loop blocked): their backlog "
@@ -413,8 +426,10 @@ class Scheduler:
         # Only now, with the runs started, work out the following slots. Tasks that share
         # a schedule (many "0 * * * *") share one computation.
         memo: dict[tuple[int, datetime], datetime | None] = {}
-        for state, after in slots:
+        for state, after, generation in slots:
             policy = state.policy
+            if policy.suspended or policy.generation != generation:
+                continue  # suspended or changed while the runs started: sync() planned it
             key = (id(policy.schedule), after)
             if key not in memo:
                 memo[key] = policy.schedule.next_after(after)
@@ -488,33 +503,53 @@ class Scheduler:
                                    cause="behind schedule")
         if not decisions:
             return []
+        if policy.catch_up is CatchUpPolicy.NONE:
+            # None drops the backlog, not the slot that is due now: it is decided as
+            # if on time (startingDeadline still applies)
+            newest = decisions[-1]
+            decisions[-1] = decide_slot(policy, newest.slot, now, 0)
+        runs = [d.slot for d in decisions if d.verdict is Verdict.RUN]
         out = []
         active = len(state.active)
         for d in decisions:
-            if d.verdict is Verdict.RUN:  # the concurrency policy still applies
-                decided = decide_slot(policy, d.slot, now, active)
-                if decided.verdict is not Verdict.MISSED:
+            if d.verdict is Verdict.RUN:
+                if policy.concurrency is ConcurrencyPolicy.REPLACE and d.slot != runs[-1]:
+                    # each run would replace the one before it at once: only the newest
+                    d = SlotDecision(d.slot, Verdict.MISSED, d.trigger,
+                                     f"behind schedule: replaced by the run of slot "
+                                     f"{runs[-1].isoformat()} (concurrencyPolicy Replace)")
+                else:  # the concurrency policy applies to the runs decided here too
+                    decided = decide_slot(policy, d.slot, now, active)
                     d = replace(decided, trigger=d.trigger)
-                active += d.verdict in (Verdict.RUN, Verdict.REPLACE)
+                    active += d.verdict in (Verdict.RUN, Verdict.REPLACE)
             out.append((state, d, 1, d.trigger))
-        newest = decisions[-1].slot
-        state.saw_slot(newest)
-        self._state_updates.setdefault(policy.name, {})["last_slot_at"] = newest
+        self._progress(state, decisions[-1].slot)
         log.info("task %s: %s behind schedule at slot %s; %d slot(s) decided by the "
                  "catch-up rules", policy.name, now - entry.slot, entry.slot.isoformat(),
                  len(decisions))
         return out
+
+    def _clock_refused(self) -> bool:
+        return self.clock_refusal is not None and self.clock_refusal() is not None
+
+    def _progress(self, state: TaskState, slot: datetime) -> None:
+        """Remember ``slot`` as decided (in memory and ``last_slot_at``), unless this
+        replica's clock is refused: then nothing is decided, and a clock far ahead
+        must not leave a "last slot" in the future for everyone."""
+        if self._clock_refused():
+            return
+        state.saw_slot(slot)
+        self._state_updates.setdefault(state.policy.name, {})["last_slot_at"] = slot
 
     def _decide(
         self, state: TaskState, entry: Entry, now: datetime
     ) -> tuple[TaskState, SlotDecision, int, Trigger]:
         policy = state.policy
         if entry.kind is EntryKind.SLOT:
-            state.saw_slot(entry.slot)
+            self._progress(state, entry.slot)
             # tick() then queues the slot after this one: each slot is decided in turn, so
             # an overloaded loop records late slots as missed (startingDeadline) instead
             # of dropping them.
-            self._state_updates.setdefault(policy.name, {})["last_slot_at"] = entry.slot
             decision = decide_slot(policy, entry.slot, now, len(state.active))
             return state, decision, 1, decision.trigger
         decision = decide_slot(_no_deadline(policy), entry.slot, now, len(state.active))

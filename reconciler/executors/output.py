@@ -61,7 +61,8 @@ def redact(text: str | None, secrets: Iterable[str]) -> str | None:
     """Replace every occurrence of a secret value (of useful length) in ``text``."""
     if not text:
         return text
-    for secret in secrets:
+    # longest first: a secret that contains a shorter one is masked whole
+    for secret in sorted(secrets, key=len, reverse=True):
         if len(secret) >= MIN_REDACT_LENGTH and secret in text:
             text = text.replace(secret, REDACTED)
     return text
@@ -73,13 +74,18 @@ class _StreamMask:
     Holds back the last ``longest - 1`` characters of what it has seen: a secret that
     starts there may continue in the next piece. Masking the held-back text together
     with the new piece catches it; anything longer than the hold-back was complete.
+    When no secret contains a line break, text up to the last one goes out at once (a
+    task that prints a line and then waits shows the whole line).
     """
 
-    __slots__ = ("_hold", "_pending", "_secrets")
+    __slots__ = ("_hold", "_lines", "_pending", "_secrets")
 
     def __init__(self, secrets: Sequence[str]) -> None:
-        self._secrets = tuple(s for s in secrets if len(s) >= MIN_REDACT_LENGTH)
+        self._secrets = tuple(sorted((s for s in secrets if len(s) >= MIN_REDACT_LENGTH),
+                                     key=len, reverse=True))
         self._hold = max((len(s) for s in self._secrets), default=1) - 1
+        #: No secret spans a line break: a complete line can go out at once.
+        self._lines = not any("\n" in s for s in self._secrets)
         self._pending = ""
 
     def __bool__(self) -> bool:
@@ -91,10 +97,9 @@ class _StreamMask:
 
     def feed(self, text: str) -> str:
         text = redact(self._pending + text, self._secrets) or ""
-        if len(text) <= self._hold:
-            self._pending = text
-            return ""
-        cut = len(text) - self._hold
+        cut = max(0, len(text) - self._hold)
+        if self._lines:
+            cut = max(cut, text.rfind("\n") + 1)
         self._pending = text[cut:]
         return text[:cut]
 

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -83,9 +84,27 @@ REAP_WAIT = 5.0
 
 _PROC_SWEEP = sys.platform.startswith("linux") and os.path.isdir("/proc")
 
-#: util-linux ``setpriv``, looked up in fixed places (never through a task's PATH).
-_SETPRIV = next((p for p in ("/usr/bin/setpriv", "/bin/setpriv")
-                 if sys.platform.startswith("linux") and os.access(p, os.X_OK)), None)
+@functools.cache
+def _setpriv() -> str | None:
+    """util-linux ``setpriv`` if it has ``--pdeathsig`` (2.33 and later), looked up in
+    fixed places, never through a task's PATH; checked once, with one run."""
+    if not sys.platform.startswith("linux"):
+        return None
+    for path in ("/usr/bin/setpriv", "/bin/setpriv"):
+        if not os.access(path, os.X_OK):
+            continue
+        try:
+            probe = subprocess.run(  # nosec B603 - fixed argv, no shell
+                [path, "--pdeathsig", "KILL", "--", path, "--version"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, timeout=5, check=False)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if probe.returncode == 0:
+            return path
+    logger.warning("util-linux setpriv with --pdeathsig not found: task processes will "
+                   "not be killed when the daemon is killed with SIGKILL")
+    return None
 
 
 def _resolve_program(program: str, env: dict[str, str], cwd: str | None) -> str:
@@ -98,7 +117,11 @@ def _resolve_program(program: str, env: dict[str, str], cwd: str | None) -> str:
         if os.path.isdir(path) or not os.access(path, os.X_OK):
             raise PermissionError(13, "Permission denied", program)
         return path
-    found = shutil.which(program, path=env.get("PATH", os.defpath))
+    # as execvp: relative PATH entries (and empty ones) are relative to the task's cwd
+    base = cwd or os.getcwd()
+    search = os.pathsep.join(d if os.path.isabs(d) else os.path.join(base, d)
+                             for d in env.get("PATH", os.defpath).split(os.pathsep))
+    found = shutil.which(program, path=search)
     if found is None:
         raise FileNotFoundError(2, "No such file or directory", program)
     return found
@@ -113,11 +136,18 @@ def die_with_daemon(argv: Sequence[str], env: dict[str, str], cwd: str | None) -
     daemon of 150 MB. The program is resolved here so that "command not found" stays
     our own message; it therefore sees its full path as ``argv[0]``. Without
     ``setpriv`` the argv is returned unchanged.
+
+    Differences from a direct exec, all rare: a script without a ``#!`` line runs
+    under ``/bin/sh`` (``execvp``'s fallback) instead of failing with "exec format
+    error"; a script whose interpreter is missing fails with exit code 127 and
+    setpriv's message in its output; setuid and file-capability programs (``sudo``,
+    ``ping``) lose the death signal at exec, as the kernel wants.
     """
-    if _SETPRIV is None:
+    setpriv = _setpriv()
+    if setpriv is None:
         return list(argv)
     program = _resolve_program(argv[0], env, cwd)
-    return [_SETPRIV, "--pdeathsig", "KILL", "--", program, *argv[1:]]
+    return [setpriv, "--pdeathsig", "KILL", "--", program, *argv[1:]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,7 +123,8 @@ def test_forward_jump_decides_the_skipped_slots_by_the_catch_up_rules(h: Harness
     for name, expect_ran, why in (
         ("min", minutes(60), "catchUp is Latest"),
         ("min-all", minutes(56, 57, 58, 59, 60), "more than maxCatchUp 5"),
-        ("min-none", [], "catchUp is None"),
+        # None drops the backlog, not the slot due now (10.5 s late, as after a hiccup)
+        ("min-none", minutes(60), "catchUp is None"),
     ):
         runs = [r for r in h.runs(name) if r.slot in in_jump]
         assert ran(runs) == expect_ran, name
@@ -235,3 +236,95 @@ def test_nothing_while_the_clock_is_behind_reruns_a_slot(h: Harness, event: str)
     assert_no_slot_ran_twice(h)
     slots = sorted(s for _, s, _ in executed(h))
     assert slots == [T0 + i * 15 * SECOND for i in range(1, 15)]
+
+
+# ----------------------------------------------------------------- backlog details
+
+
+def test_replace_runs_only_the_newest_slot_of_a_backlog(h: Harness) -> None:
+    """Replace with catchUp All: each catch-up run would replace the one before it at
+    once, so only the newest runs; the others are missed, saying why."""
+    async def go() -> None:
+        h.executor.blocked.add("r")
+        h.apply(doc("r", "* * * * *", catchUp="All", maxCatchUp=3,
+                    concurrencyPolicy="Replace", **KEEP_ALL))
+        await h.sync()
+        h.clock.set(T0 + 4 * MINUTE + SECOND)  # the loop was stuck for three periods
+        await h.sched.tick()
+        state = h.sched.tasks["r"]
+        assert [a.record.slot for a in state.active.values()] == [T0 + 4 * MINUTE]
+        h.executor.release.set()
+        await h.sched.drain()
+    run(go())
+    rows = {r.slot: r for r in h.runs("r")}
+    assert ran(list(rows.values())) == [T0 + 4 * MINUTE]
+    for m in (2, 3):
+        assert "replaced by the run of slot" in (rows[T0 + m * MINUTE].reason or "")
+
+
+def test_catch_up_none_still_runs_the_slot_due_now(h: Harness) -> None:
+    """catchUp None drops a backlog, not the slot that is due now: after a one-second
+    hiccup of a per-second task, the slot it skipped is missed and the current one runs."""
+    async def go() -> None:
+        h.apply(doc("n", "* * * * * *", catchUp="None", **KEEP_ALL))
+        await h.sync()
+        await h.advance_to(T0 + 3 * SECOND)
+        h.clock.set(T0 + 5 * SECOND + timedelta(milliseconds=1))
+        await settle(h, max_ticks=5)
+    run(go())
+    rows = {r.slot: r for r in h.runs("n")}
+    assert rows[T0 + 4 * SECOND].status is RunStatus.MISSED
+    assert rows[T0 + 5 * SECOND].status is RunStatus.SUCCEEDED
+
+
+def test_a_refused_clock_records_no_progress_and_a_far_future_last_slot_is_ignored(
+        h: Harness) -> None:
+    """A replica whose clock the skew guard refuses decides nothing, so it must not move
+    the task's ``last_slot_at`` either (a clock a day ahead would stop the task for a
+    day everywhere); and a last slot more than an hour ahead of the clock is taken for
+    the work of a wrong clock: planning starts from now."""
+    from reconciler.core.clock import FakeClock
+
+    async def go() -> None:
+        h.apply(doc("t", "* * * * *", **KEEP_ALL))
+        await h.sync()
+        await h.advance_to(T0 + 2 * MINUTE + 5 * SECOND)
+        ahead = FakeClock(T0 + timedelta(days=1))
+        bad = Scheduler(h.store, h.worker, InProcessClaimer(), h.executor, ahead)
+        bad.clock_refusal = lambda: "clock off by a day"
+        await bad.sync(h.store.load_tasks())
+        ahead.advance(3 * MINUTE)
+        await bad.tick()
+        task = h.store.get_task("t")
+        assert task is not None and task.last_slot_at == T0 + 2 * MINUTE
+        h.store.set_schedule_state({"t": {"last_slot_at": T0 + timedelta(days=1)}})
+        fresh = Scheduler(h.store, h.worker, InProcessClaimer(), h.executor, h.clock)
+        await fresh.sync(h.store.load_tasks(), recover=True)
+        assert fresh.timeline.slot_of("t") == T0 + 3 * MINUTE
+    run(go())
+
+
+def test_a_task_suspended_while_its_slot_starts_is_not_planned_again(h: Harness) -> None:
+    """A suspend that lands while tick() awaits the claims removes the task from the
+    timeline, and tick() must not put the next slot back afterwards."""
+    from reconciler.core.runtime import SuspendOverride
+
+    fired: list[int] = []
+
+    class SuspendDuringClaim(InProcessClaimer):
+        async def claim(self, task: str, slot: datetime, attempt: int) -> Any:
+            if not fired:
+                fired.append(1)
+                row = h.store.set_override("s", SuspendOverride(True, None, "op", h.clock.now()))
+                await h.sched.sync([row], full=False)
+            return await super().claim(task, slot, attempt)
+
+    async def go() -> None:
+        h.sched.claimer = SuspendDuringClaim()
+        h.apply(doc("s", "* * * * *", **KEEP_ALL))
+        await h.sync()
+        await h.advance_to(T0 + 3 * MINUTE + 30 * SECOND)
+        await h.sched.drain()
+    run(go())
+    assert [r.slot for r in h.runs("s")] == [T0 + MINUTE]
+    assert h.sched.timeline.slot_of("s") is None
