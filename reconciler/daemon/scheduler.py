@@ -64,6 +64,8 @@ _JUST_BEFORE = timedelta(microseconds=1)
 #: A clock stepped back by at most this waits for the slot after the last one decided;
 #: a last slot further ahead than that is taken for the work of a wrong clock.
 MAX_CLOCK_STEP_BACK = timedelta(hours=1)
+#: During a database outage, failed writes are logged once per this many seconds.
+DB_LOG_EVERY = 10.0
 
 
 @dataclass
@@ -229,15 +231,34 @@ class Scheduler:
         #: again. A database can answer reads while refusing writes (a read-only or
         #: full file system): /readyz reports this as its ``writes`` check.
         self.write_error: str | None = None
+        self._db_logged_at: float | None = None  # monotonic, of the last failure logged
+        self._db_quiet = 0  # failures logged at debug level since
 
     def wrote(self, error: Exception | None = None) -> None:
         """Record the outcome of a write to the database (for readiness)."""
         if error is None:
             if self.write_error is not None:
-                log.info("writes to the database succeed again")
+                log.info("writes to the database succeed again (%d similar message(s) "
+                         "of the outage were logged at debug level)", self._db_quiet)
             self.write_error = None
+            self._db_logged_at, self._db_quiet = None, 0
         else:
             self.write_error = str(error)[:500]
+
+    def _write_failed(self, error: Exception, level: int, message: str, *args: Any) -> None:
+        """A write failed: for readiness, and logged at ``level`` once every
+        :data:`DB_LOG_EVERY` of an outage (debug otherwise), not several times a second."""
+        self.wrote(error)
+        now = self.clock.monotonic()
+        if self._db_logged_at is not None and now - self._db_logged_at < DB_LOG_EVERY:
+            self._db_quiet += 1
+            log.debug(message, *args)
+            return
+        if self._db_logged_at is not None:
+            message += " (still failing; %d similar message(s) at debug level since)"
+            args = (*args, self._db_quiet)
+        self._db_logged_at, self._db_quiet = now, 0
+        log.log(level, message, *args)
 
     # ------------------------------------------------------------------ table sync
 
@@ -335,8 +356,8 @@ class Scheduler:
         try:
             records = await self.worker.call(self.store.insert_runs, due)
         except ReconcilerError as exc:
-            self.wrote(exc)
-            log.warning("could not record %d deferred run row(s) yet: %s", len(due), exc)
+            self._write_failed(exc, logging.WARNING,
+                               "could not record %d deferred run row(s) yet: %s", len(due), exc)
             return
         self.wrote()
         self._deferred = [(at, row) for at, row in self._deferred if at > now]
@@ -354,9 +375,9 @@ class Scheduler:
                 await self.worker.call(self.store.update_run, run_id, fencing_token=token,
                                        **values)
             except ReconcilerError as exc:
-                self.wrote(exc)
-                log.warning("could not record the end of %d run(s) yet: %s",
-                            len(pending) - i, exc)
+                self._write_failed(exc, logging.WARNING,
+                                   "could not record the end of %d run(s) yet: %s",
+                                   len(pending) - i, exc)
                 self._unrecorded[:0] = pending[i:]
                 return
             log.info("recorded the end of run %d (%s) late", run_id, values.get("status"))
@@ -371,8 +392,8 @@ class Scheduler:
         try:
             await self.worker.call(self.store.set_schedule_state, updates)
         except ReconcilerError as exc:
-            self.wrote(exc)
-            log.warning("could not persist schedule state: %s", exc)
+            self._write_failed(exc, logging.WARNING, "could not persist schedule state: %s",
+                               exc)
             for k, v in updates.items():  # keep them for the next flush
                 self._state_updates.setdefault(k, {}).update(v)
 
@@ -621,10 +642,10 @@ class Scheduler:
             records = await self.worker.call(self.store.insert_runs, rows)
             self.wrote()
         except ReconcilerError as exc:
-            self.wrote(exc)
             # No run starts without its row (exactly once over liveness); the slots are
             # recorded missed once the database answers again.
-            log.error("could not record %d run(s): %s", len(rows), exc)
+            self._write_failed(exc, logging.ERROR, "could not record %d run(s): %s",
+                               len(rows), exc)
             records = [None] * len(rows)
             for row in rows:
                 self._defer(now, replace(
@@ -724,11 +745,11 @@ class Scheduler:
                 self.store.update_run, record.id, fencing_token=active.claim.token, **values
             )
         except ReconcilerError as exc:
-            self.wrote(exc)
             # Retried at every flush: left "running", a peer would mark the run abandoned
             # (and retry it where the policy says so: the slot would run twice).
-            log.error("task %s: could not record the end of run %d yet: %s", policy.name,
-                      record.id, exc)
+            self._write_failed(exc, logging.ERROR,
+                               "task %s: could not record the end of run %d yet: %s",
+                               policy.name, record.id, exc)
             if len(self._unrecorded) < self.config.max_deferred_rows:
                 self._unrecorded.append((record.id, active.claim.token, values))
         finally:
