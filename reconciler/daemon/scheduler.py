@@ -361,11 +361,16 @@ class Scheduler:
             return
         self.wrote()
         self._deferred = [(at, row) for at, row in self._deferred if at > now]
-        for record in records:
-            if record is not None:
-                log.warning("slot %s of %s recorded %s: %s", record.slot.isoformat(),
-                            record.task_name, record.status, record.reason)
-                self.listener.run_recorded(record)
+        recorded = [r for r in records if r is not None]
+        for record in recorded:
+            log.debug("slot %s of %s recorded %s: %s", record.slot.isoformat(),
+                      record.task_name, record.status, record.reason)
+            self.listener.run_recorded(record)
+        if recorded:  # one line, not one per slot: an outage can leave thousands
+            first = recorded[0]
+            log.warning("recorded %d slot(s) of %d task(s) late, e.g. slot %s of %s %s: %s",
+                        len(recorded), len({r.task_name for r in recorded}),
+                        first.slot.isoformat(), first.task_name, first.status, first.reason)
 
     async def flush_unrecorded(self) -> None:
         """Record the ends of runs that finished while the database was unreachable."""
