@@ -172,7 +172,7 @@ class Daemon:
         await self.worker.bulk(self.store.upgrade)
         # With peers, "running" rows may be theirs: only stale ones are abandoned.
         await self._abandon_orphans(all_running=self.coordinator is None)
-        await self.reconcile_once(initial=True)
+        await self.reconcile_once()
 
     # ------------------------------------------------------------ distributed mode
 
@@ -197,7 +197,7 @@ class Daemon:
             self.full_resync = True
             self.resync_now.set()
 
-    async def _follow_table(self, *, initial: bool) -> None:
+    async def _follow_table(self) -> None:
         """Not the writer: schedule from the runtime table the writer maintains."""
         try:
             rows = await self.worker.bulk(self.store.load_tasks)
@@ -206,24 +206,30 @@ class Daemon:
             log.error("reading the runtime table failed: %s", exc)
             return
         self.actual = {r.name: r for r in rows}
-        await self.scheduler.sync(rows, full=True, recover=initial)
-        if initial:
-            self._retry_abandoned_at_start()
-            self._started = True
+        if self._started:
+            await self.scheduler.sync(rows, full=True)
+        else:
+            await self._start_schedule(rows)
         await self._write_status()
 
-    def _retry_abandoned_at_start(self) -> None:
-        """Queue the retries of the runs abandoned at start-up, now that the scheduler
-        knows the tasks (before the first sync it knew none). Writer or not: the
-        replica that abandoned a run decides its retry."""
+    async def _start_schedule(self, rows: list[ActualTask]) -> None:
+        """The first sync: decide the slots missed while down, then queue the retries
+        of the runs abandoned at start-up (before this sync the scheduler knew no
+        task). Writer or not: the replica that abandoned a run decides its retry."""
+        await self.scheduler.sync(rows, full=True, recover=True)
         pending, self._pending_abandoned = self._pending_abandoned, []
         for run in pending:
-            state = self.scheduler.tasks.get(run.task_name)
-            if state is not None and run.attempt <= state.policy.retry_limit:
-                self.scheduler.timeline.add_retry(
-                    run.task_name, self.clock.now(), run.slot, run.attempt + 1,
-                    state.policy.generation,
-                )
+            self._queue_retry(run)
+        self._started = True
+
+    def _queue_retry(self, run: RunRecord) -> None:
+        """Retry an abandoned run now, if its task's retry limit allows it."""
+        state = self.scheduler.tasks.get(run.task_name)
+        if state is not None and run.attempt <= state.policy.retry_limit:
+            self.scheduler.timeline.add_retry(
+                run.task_name, self.clock.now(), run.slot, run.attempt + 1,
+                state.policy.generation,
+            )
 
     async def _abandon_orphans(self, *, all_running: bool) -> None:
         """Mark runs whose process is gone ``abandoned``; retry them if the policy says so."""
@@ -246,26 +252,21 @@ class Daemon:
             log.warning("run %d of %s (slot %s) abandoned", run.id, run.task_name,
                         run.slot.isoformat())
             self.api.observer.run_finished(run)
-            state = self.scheduler.tasks.get(run.task_name)
-            if state is None and not self._started:
+            if self._started:
+                self._queue_retry(run)
+            else:
                 self._pending_abandoned.append(run)  # retried once the tasks are known
-            elif state is not None and run.attempt <= state.policy.retry_limit:
-                self.scheduler.timeline.add_retry(
-                    run.task_name, now, run.slot, run.attempt + 1, state.policy.generation
-                )
 
-    async def reconcile_once(
-        self, *, initial: bool = False, full: bool = False
-    ) -> ReconcileResult | None:
+    async def reconcile_once(self, *, full: bool = False) -> ReconcileResult | None:
         """Reconcile the manifests into the table and the scheduler.
 
         The table as last seen is kept in memory (``self.actual``) and planned against,
         so a one-file change costs one file read and a few row writes; ``full`` (start-up
         and the periodic resync) re-reads every row to pick up writes from elsewhere.
         """
-        initial = initial or not self._started
+        initial = not self._started  # start-up, or every start-up attempt so far failed
         if self.coordinator is not None and not self.coordinator.is_writer:
-            await self._follow_table(initial=initial)
+            await self._follow_table()
             return None
         started = self.clock.monotonic()
         try:
@@ -297,9 +298,7 @@ class Daemon:
         if initial:
             rows = await self.worker.bulk(self.store.load_tasks)
             self.actual = {r.name: r for r in rows}
-            await self.scheduler.sync(rows, full=True, recover=True)
-            self._retry_abandoned_at_start()
-            self._started = True
+            await self._start_schedule(rows)
         elif changed:
             rows = await self.worker.bulk(self.store.get_tasks, sorted(changed))
             for name in changed - {r.name for r in rows}:

@@ -421,6 +421,8 @@ class Scheduler:
         # (task, the slot to continue after, the generation that decided it)
         slots: list[tuple[TaskState, datetime, int]] = []
         due = self.timeline.pop_due(now)
+        # a refused clock decides nothing, so it must not record progress either
+        trusted = self.clock_refusal is None or self.clock_refusal() is None
         behind = 0
         covered = await self._covered_by_peers(due, now) if self.config.skip_covered_slots else {}
         for entry in due:
@@ -435,13 +437,13 @@ class Scheduler:
                 slots.append((state, newest, entry.generation))  # after the peers' slot
                 continue
             if entry.kind is EntryKind.SLOT:
-                backlog = self._backlog(state, entry, now)
+                backlog = self._backlog(state, entry, now, trusted)
                 if backlog:
                     behind += 1
                     batch.extend(backlog)
                     slots.append((state, backlog[-1][1].slot, entry.generation))
                     continue
-            batch.append(self._decide(state, entry, now))
+            batch.append(self._decide(state, entry, now, trusted))
             if entry.kind is EntryKind.SLOT:
                 slots.append((state, entry.slot, entry.generation))
         if behind:
@@ -517,7 +519,7 @@ class Scheduler:
                 stopper.cancel()
 
     def _backlog(
-        self, state: TaskState, entry: Entry, now: datetime
+        self, state: TaskState, entry: Entry, now: datetime, trusted: bool
     ) -> list[tuple[TaskState, SlotDecision, int, Trigger]]:
         """The decisions for a slot a whole period late, and every slot since (oldest
         first), by the catch-up rules; empty when only this slot is due."""
@@ -531,9 +533,8 @@ class Scheduler:
             return []
         if policy.catch_up is CatchUpPolicy.NONE:
             # None drops the backlog, not the slot that is due now: it is decided as
-            # if on time (startingDeadline still applies)
-            newest = decisions[-1]
-            decisions[-1] = decide_slot(policy, newest.slot, now, 0)
+            # if on time below (startingDeadline and the concurrency policy apply)
+            decisions[-1] = SlotDecision(decisions[-1].slot, Verdict.RUN)
         runs = [d.slot for d in decisions if d.verdict is Verdict.RUN]
         out = []
         active = len(state.active)
@@ -549,30 +550,26 @@ class Scheduler:
                     d = replace(decided, trigger=d.trigger)
                     active += d.verdict in (Verdict.RUN, Verdict.REPLACE)
             out.append((state, d, 1, d.trigger))
-        self._progress(state, decisions[-1].slot)
+        if trusted:
+            self._progress(state, decisions[-1].slot)
         log.info("task %s: %s behind schedule at slot %s; %d slot(s) decided by the "
                  "catch-up rules", policy.name, now - entry.slot, entry.slot.isoformat(),
                  len(decisions))
         return out
 
-    def _clock_refused(self) -> bool:
-        return self.clock_refusal is not None and self.clock_refusal() is not None
-
     def _progress(self, state: TaskState, slot: datetime) -> None:
-        """Remember ``slot`` as decided (in memory and ``last_slot_at``), unless this
-        replica's clock is refused: then nothing is decided, and a clock far ahead
-        must not leave a "last slot" in the future for everyone."""
-        if self._clock_refused():
-            return
+        """Remember ``slot`` as decided (in memory and ``last_slot_at``). Only by a
+        trusted clock: one far ahead must not leave a future "last slot" for all."""
         state.saw_slot(slot)
         self._state_updates.setdefault(state.policy.name, {})["last_slot_at"] = slot
 
     def _decide(
-        self, state: TaskState, entry: Entry, now: datetime
+        self, state: TaskState, entry: Entry, now: datetime, trusted: bool
     ) -> tuple[TaskState, SlotDecision, int, Trigger]:
         policy = state.policy
         if entry.kind is EntryKind.SLOT:
-            self._progress(state, entry.slot)
+            if trusted:
+                self._progress(state, entry.slot)
             # tick() then queues the slot after this one: each slot is decided in turn, so
             # an overloaded loop records late slots as missed (startingDeadline) instead
             # of dropping them.

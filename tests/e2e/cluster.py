@@ -309,6 +309,21 @@ class Cluster:
             self._store.close()
             self._store = None
 
+    @contextlib.contextmanager
+    def checked(self, log_lines: int = 60) -> Iterator[Cluster]:
+        """Run the body, then require that no replica logged a traceback; close the
+        cluster in any case, and print the replicas' logs when something failed."""
+        ok = False
+        try:
+            yield self
+            for r in self.replicas:  # nothing may have crashed or logged a stray exception
+                assert "Traceback" not in r.log.read_text(errors="replace"), r.tail(80)
+            ok = True
+        finally:
+            self.close()
+            if not ok:
+                print(self.dump_logs(log_lines))
+
     def dump_logs(self, lines: int = 60) -> str:
         return "\n".join(f"----- replica {r.index} ({r.id}) {r.log}\n{r.tail(lines)}"
                          for r in self.replicas)

@@ -66,16 +66,8 @@ def zk() -> ZooKeeperServer:
 def cluster(tmp_path: Path, zk: ZooKeeperServer) -> Iterator[Cluster]:
     with server_database("postgresql") as url:
         c = Cluster(tmp_path, url, zk.address, session_timeout=f"{SESSION:g}s")
-        ok = False
-        try:
+        with c.checked(80):
             yield c
-            for r in c.replicas:  # nothing may have crashed or logged a stray exception
-                assert "Traceback" not in r.log.read_text(errors="replace"), r.tail(80)
-            ok = True
-        finally:
-            c.close()
-            if not ok:
-                print(c.dump_logs(80))
 
 
 def executed(runs: list[RunRecord], replica: Replica | None = None) -> list[RunRecord]:
