@@ -112,6 +112,19 @@ def decide_slot(policy: TaskPolicy, slot: datetime, now: datetime, active: int) 
     return SlotDecision(slot, Verdict.RUN)
 
 
+def decide_trigger(policy: TaskPolicy, slot: datetime, active: int,
+                   trigger: Trigger = Trigger.MANUAL) -> SlotDecision:
+    """What to do with a run asked for now (a manual trigger, an operator's catch-up,
+    a pending row): the concurrency policy, and no ``startingDeadline`` (it was asked
+    for now). Forbid with a run active or starting: skipped; Replace: replace it."""
+    if active:
+        if policy.concurrency is ConcurrencyPolicy.FORBID:
+            return SlotDecision(slot, Verdict.SKIPPED, trigger, "previous run active")
+        if policy.concurrency is ConcurrencyPolicy.REPLACE:
+            return SlotDecision(slot, Verdict.REPLACE, trigger, "replaces the previous run")
+    return SlotDecision(slot, Verdict.RUN, trigger)
+
+
 def recover_missed(
     policy: TaskPolicy, last_slot: datetime | None, now: datetime, *, cause: str = "downtime"
 ) -> list[SlotDecision]:

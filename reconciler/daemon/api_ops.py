@@ -171,7 +171,7 @@ class DaemonOperations:
                                 "by this daemon (see the daemon log)")
         if not d.scheduler.accepting:
             raise ApiError(503, "the daemon is shutting down", "shutting_down")
-        if state.active and state.policy.concurrency is ConcurrencyPolicy.FORBID:
+        if state.busy and state.policy.concurrency is ConcurrencyPolicy.FORBID:
             raise ApiError(409, f"{name}: a run is active and concurrencyPolicy is Forbid")
         slot = d.clock.now()
         for _ in range(100):  # two triggers within the same microsecond: the next one

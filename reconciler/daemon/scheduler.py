@@ -52,6 +52,7 @@ from reconciler.core.scheduling import (
     Timeline,
     Verdict,
     decide_slot,
+    decide_trigger,
     recover_missed,
     retry_delay,
 )
@@ -60,6 +61,7 @@ from reconciler.daemon.worker import StoreWorker
 log = logging.getLogger("reconciler.scheduler")
 
 RETRYABLE = (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED)
+STARTS = (Verdict.RUN, Verdict.REPLACE)  # decisions that start a run
 _JUST_BEFORE = timedelta(microseconds=1)
 #: A clock stepped back by at most this waits for the slot after the last one decided;
 #: a last slot further ahead than that is taken for the work of a wrong clock.
@@ -153,6 +155,22 @@ class TaskState:
     #: The newest scheduled slot decided (run, skipped or missed): planning never goes
     #: back to it or before, so a wall clock stepped back re-runs nothing.
     last_slot: datetime | None = None
+    #: Runs decided but not started yet (claim and run row in flight). They count as
+    #: running for the concurrency policy: the decision and the registration of a run
+    #: are one step, with no await between, whatever starts it (slot, trigger, retry).
+    starting: int = 0
+
+    @property
+    def busy(self) -> int:
+        """Runs active or being started: what the concurrency policy counts."""
+        return len(self.active) + self.starting
+
+    def reserve(self, decision: SlotDecision) -> SlotDecision:
+        """Count a run decided now as started, until :meth:`Scheduler._carry_out_many`
+        has launched it or given up. Call it in the same step as the decision."""
+        if decision.verdict in STARTS:
+            self.starting += 1
+        return decision
 
     def saw_slot(self, slot: datetime | None) -> None:
         if slot is not None and (self.last_slot is None or slot > self.last_slot):
@@ -218,6 +236,7 @@ class Scheduler:
         self._queued = 0
         self._background: set[asyncio.Task[Any]] = set()
         self._runs: set[asyncio.Task[Any]] = set()
+        self._pending_starts: set[int] = set()  # ids of pending rows being started here
         self._state_updates: dict[str, dict[str, datetime | None]] = {}
         self._deferred: list[tuple[datetime, NewRun]] = []
         # The ends of runs that could not be recorded (database down): (id, token, values)
@@ -303,7 +322,8 @@ class Scheduler:
                 for d in decisions:
                     state.saw_slot(d.slot)
                 await self._carry_out_many(
-                    [(state, d, 1, d.trigger) for d in decisions], now
+                    [(state, d, 1, d.trigger)
+                     for d in self._admit(state, decisions, now, "downtime")], now
                 )
             # A new, changed or resumed task continues from now: no burst of old slots.
             self._plan_next(state, now)
@@ -535,26 +555,34 @@ class Scheduler:
             # None drops the backlog, not the slot that is due now: it is decided as
             # if on time below (startingDeadline and the concurrency policy apply)
             decisions[-1] = SlotDecision(decisions[-1].slot, Verdict.RUN)
-        runs = [d.slot for d in decisions if d.verdict is Verdict.RUN]
-        out = []
-        active = len(state.active)
-        for d in decisions:
-            if d.verdict is Verdict.RUN:
-                if policy.concurrency is ConcurrencyPolicy.REPLACE and d.slot != runs[-1]:
-                    # each run would replace the one before it at once: only the newest
-                    d = SlotDecision(d.slot, Verdict.MISSED, d.trigger,
-                                     f"behind schedule: replaced by the run of slot "
-                                     f"{runs[-1].isoformat()} (concurrencyPolicy Replace)")
-                else:  # the concurrency policy applies to the runs decided here too
-                    decided = decide_slot(policy, d.slot, now, active)
-                    d = replace(decided, trigger=d.trigger)
-                    active += d.verdict in (Verdict.RUN, Verdict.REPLACE)
-            out.append((state, d, 1, d.trigger))
+        out = [(state, d, 1, d.trigger) for d in self._admit(state, decisions, now,
+                                                             "behind schedule")]
         if trusted:
             self._progress(state, decisions[-1].slot)
         log.info("task %s: %s behind schedule at slot %s; %d slot(s) decided by the "
                  "catch-up rules", policy.name, now - entry.slot, entry.slot.isoformat(),
                  len(decisions))
+        return out
+
+    @staticmethod
+    def _admit(state: TaskState, decisions: list[SlotDecision], now: datetime,
+               cause: str) -> list[SlotDecision]:
+        """Apply the concurrency policy to catch-up decisions that start at once (oldest
+        first), counting the runs active or being started, and reserve each run."""
+        policy = state.policy
+        runs = [d.slot for d in decisions if d.verdict is Verdict.RUN]
+        out = []
+        for d in decisions:
+            if d.verdict is Verdict.RUN:
+                if policy.concurrency is ConcurrencyPolicy.REPLACE and d.slot != runs[-1]:
+                    # each run would replace the one before it at once: only the newest
+                    d = SlotDecision(d.slot, Verdict.MISSED, d.trigger,
+                                     f"{cause}: replaced by the run of slot "
+                                     f"{runs[-1].isoformat()} (concurrencyPolicy Replace)")
+                else:  # the concurrency policy applies to the runs decided here too
+                    d = replace(decide_slot(policy, d.slot, now, state.busy),
+                                trigger=d.trigger)
+            out.append(state.reserve(d))
         return out
 
     def _progress(self, state: TaskState, slot: datetime) -> None:
@@ -573,15 +601,26 @@ class Scheduler:
             # tick() then queues the slot after this one: each slot is decided in turn, so
             # an overloaded loop records late slots as missed (startingDeadline) instead
             # of dropping them.
-            decision = decide_slot(policy, entry.slot, now, len(state.active))
+            decision = state.reserve(decide_slot(policy, entry.slot, now, state.busy))
             return state, decision, 1, decision.trigger
-        decision = decide_slot(_no_deadline(policy), entry.slot, now, len(state.active))
+        decision = state.reserve(
+            decide_slot(_no_deadline(policy), entry.slot, now, state.busy))
         return state, decision, entry.attempt, Trigger.RETRY
 
-    async def _carry_out(self, state: TaskState, decision: SlotDecision, now: datetime) -> None:
-        await self._carry_out_many([(state, decision, 1, decision.trigger)], now)
-
     async def _carry_out_many(
+        self, batch: list[tuple[TaskState, SlotDecision, int, Trigger]], now: datetime
+    ) -> None:
+        """Carry out decisions; each one that starts a run holds a reservation
+        (:meth:`TaskState.reserve`), given back here once the run is launched (it then
+        counts as active) or could not be (claim refused, duplicate row, database down)."""
+        try:
+            await self._carry_out_reserved(batch, now)
+        finally:
+            for state, decision, _, _ in batch:
+                if decision.verdict in STARTS:
+                    state.starting -= 1
+
+    async def _carry_out_reserved(
         self, batch: list[tuple[TaskState, SlotDecision, int, Trigger]], now: datetime
     ) -> None:
         if not batch:
@@ -608,12 +647,7 @@ class Scheduler:
                 starts.append((state, None))
                 continue
             if decision.verdict is Verdict.REPLACE:
-                for active in list(state.active.values()):
-                    active.cancel_status = RunStatus.CANCELLED
-                    active.cancel_reason = (
-                        f"replaced by the run of slot {decision.slot.isoformat()}"
-                    )
-                    active.cancel.set()
+                self._replace_active(state, decision)
             to_claim.append((state, decision, attempt, trigger))
         claims = await asyncio.gather(
             *(self.claimer.claim(st.policy.name, d.slot, att) for st, d, att, _ in to_claim)
@@ -664,6 +698,16 @@ class Scheduler:
                 continue
             self._launch(state, record, claim)
 
+    @staticmethod
+    def _replace_active(state: TaskState, decision: SlotDecision) -> None:
+        """Cancel the active runs of a task (concurrencyPolicy Replace)."""
+        what = ("a manual run" if decision.trigger is Trigger.MANUAL
+                else f"the run of slot {decision.slot.isoformat()}")
+        for active in list(state.active.values()):
+            active.cancel_status = RunStatus.CANCELLED
+            active.cancel_reason = f"replaced by {what}"
+            active.cancel.set()
+
     def _launch(self, state: TaskState, record: RunRecord, claim: Claim) -> None:
         active = ActiveRun(record, claim)
         state.active[record.id] = active
@@ -674,21 +718,11 @@ class Scheduler:
 
     # ----------------------------------------------------------------------- runs
 
-    async def start_run(
-        self, state: TaskState, slot: datetime, attempt: int, trigger: Trigger,
-        *, existing: RunRecord | None = None,
-    ) -> RunRecord | None:
-        """Claim, write the run row, and start the executor in the background."""
+    async def _start_pending(self, state: TaskState, existing: RunRecord) -> RunRecord | None:
+        """Claim a ``pending`` row (a trigger or catch-up written to the database) and
+        start it; its place was reserved by :meth:`trigger`."""
         policy = state.policy
-        if existing is None:
-            before = set(state.active)
-            await self._carry_out_many(
-                [(state, SlotDecision(slot, Verdict.RUN, trigger), attempt, trigger)],
-                self.clock.now(),
-            )
-            new = [a.record for rid, a in state.active.items() if rid not in before]
-            return new[0] if new else None
-        claim = await self.claimer.claim(policy.name, slot, attempt)
+        claim = await self.claimer.claim(policy.name, existing.slot, existing.attempt)
         if claim is None:
             return None
         record: RunRecord | None = None
@@ -789,29 +823,47 @@ class Scheduler:
     async def trigger(self, name: str, *, existing: RunRecord | None = None,
                       slot: datetime | None = None, trigger: Trigger = Trigger.MANUAL
                       ) -> RunRecord | None:
-        """Run a task now (manual trigger or an operator's catch-up)."""
+        """Run a task now (manual trigger or an operator's catch-up), or a ``pending``
+        row (``existing``). The concurrency policy is decided and the run reserved in
+        one step: of two triggers at once, a Forbid task starts one; the other's
+        pending row is recorded ``skipped``."""
         state = self.tasks.get(name)
-        if state is None:
-            return None
-        slot = existing.slot if existing else (slot or self.clock.now())
-        active = len(state.active)
-        if active and state.policy.concurrency.value == "Forbid":
+        if state is None or (existing is not None and existing.id in self._pending_starts):
+            return None  # unknown, or that pending row is being started already
+        now = self.clock.now()
+        slot = existing.slot if existing else (slot or now)
+        decision = state.reserve(decide_trigger(state.policy, slot, state.busy, trigger))
+        if decision.verdict not in STARTS:
             if existing is not None:
-                now = self.clock.now()
-                skipped = await self.worker.call(
-                    self.store.claim_pending_run, existing.id, replica=self.config.replica,
-                    fencing_token=None, started_at=now,
-                    status=RunStatus.SKIPPED, reason="previous run active",
-                )
-                if skipped:
-                    self.listener.run_recorded(replace(
-                        existing, status=RunStatus.SKIPPED, replica=self.config.replica,
-                        started_at=now, finished_at=now,
-                        reason=existing.reason or "previous run active",
-                    ))
+                await self._skip_pending(existing, now, decision.reason)
             return None
-        return await self.start_run(state, slot, existing.attempt if existing else 1, trigger,
-                                    existing=existing)
+        attempt = existing.attempt if existing else 1
+        if existing is None:
+            before = set(state.active)
+            await self._carry_out_many([(state, decision, attempt, trigger)], now)
+            new = [a.record for rid, a in state.active.items() if rid not in before]
+            return new[0] if new else None
+        self._pending_starts.add(existing.id)
+        try:
+            if decision.verdict is Verdict.REPLACE:
+                self._replace_active(state, decision)
+            return await self._start_pending(state, existing)
+        finally:
+            state.starting -= 1
+            self._pending_starts.discard(existing.id)
+
+    async def _skip_pending(self, existing: RunRecord, now: datetime,
+                            reason: str | None) -> None:
+        reason = reason or "previous run active"
+        skipped = await self.worker.call(
+            self.store.claim_pending_run, existing.id, replica=self.config.replica,
+            fencing_token=None, started_at=now, status=RunStatus.SKIPPED, reason=reason,
+        )
+        if skipped:
+            self.listener.run_recorded(replace(
+                existing, status=RunStatus.SKIPPED, replica=self.config.replica,
+                started_at=now, finished_at=now, reason=existing.reason or reason,
+            ))
 
     # ------------------------------------------------------------------- lifecycle
 

@@ -18,7 +18,12 @@ import pytest
 from reconciler.core.clock import FakeClock
 from reconciler.core.model import DesiredState, TaskDef
 from reconciler.core.plan import plan
-from reconciler.core.protocols import ExecutionEvents, ExecutionRequest, ExecutionResult
+from reconciler.core.protocols import (
+    ExecutionEvents,
+    ExecutionRequest,
+    ExecutionResult,
+    NewRun,
+)
 from reconciler.core.runtime import RunRecord, RunStatus, SuspendOverride, Trigger
 from reconciler.daemon.claims import InProcessClaimer
 from reconciler.daemon.scheduler import Scheduler
@@ -34,11 +39,23 @@ class FakeExecutor:
         self.outcomes: dict[str, list[RunStatus]] = {}
         self.blocked: set[str] = set()
         self.release = asyncio.Event()
+        self.running: dict[str, int] = {}  # executions in progress, by task
+        self.peak: dict[str, int] = {}  # the most at once, by task
 
     async def execute(
         self, request: ExecutionRequest, events: ExecutionEvents, cancel: asyncio.Event
     ) -> ExecutionResult:
         self.calls.append(request)
+        self.running[request.task] = self.running.get(request.task, 0) + 1
+        self.peak[request.task] = max(self.peak.get(request.task, 0), self.running[request.task])
+        try:
+            return await self._execute(request, events, cancel)
+        finally:
+            self.running[request.task] -= 1
+
+    async def _execute(
+        self, request: ExecutionRequest, events: ExecutionEvents, cancel: asyncio.Event
+    ) -> ExecutionResult:
         events.output(f"hello from {request.task}\n")
         if request.task in self.blocked:
             waiters = {asyncio.ensure_future(self.release.wait()),
@@ -183,12 +200,15 @@ def test_catch_up_latest_after_downtime(h: Harness) -> None:
 
 
 def test_catch_up_none_and_all(tmp_path: Path) -> None:
-    for policy, expect_runs in (("None", 0), ("All", 3)):
-        (tmp_path / policy).mkdir()
-        h = Harness(tmp_path / policy)
+    # the catch-up runs start together: Forbid lets one of them run, never overlapping
+    for policy, concurrency, expect_runs in (("None", "Forbid", 0), ("All", "Allow", 3),
+                                             ("All", "Forbid", 1)):
+        (tmp_path / f"{policy}{concurrency}").mkdir()
+        h = Harness(tmp_path / f"{policy}{concurrency}")
 
-        async def go(h: Harness = h, policy: str = policy) -> None:
-            h.apply(doc("t", "*/10 * * * *", catchUp=policy, maxCatchUp=3))
+        async def go(h: Harness = h, policy: str = policy, conc: str = concurrency) -> None:
+            h.apply(doc("t", "*/10 * * * *", catchUp=policy, maxCatchUp=3,
+                        concurrencyPolicy=conc))
             h.store.set_schedule_state({"t": {"last_slot_at": T0 - timedelta(hours=1)}})
             await h.sync(recover=True)
             await h.sched.drain()
@@ -196,6 +216,9 @@ def test_catch_up_none_and_all(tmp_path: Path) -> None:
         runs = h.runs("t")
         assert len(runs) == 6
         assert sum(r.status is RunStatus.SUCCEEDED for r in runs) == expect_runs
+        skipped = [r for r in runs if r.status is RunStatus.SKIPPED]
+        assert len(skipped) == (2 if concurrency == "Forbid" and policy == "All" else 0)
+        assert all(r.reason == "previous run active" for r in skipped)
         h.worker.close()
 
 
@@ -395,3 +418,89 @@ def test_database_outage_records_the_slots_missed_afterwards(h: Harness) -> None
     runs = h.runs("t")
     assert [r.status for r in runs] == [RunStatus.MISSED, RunStatus.MISSED, RunStatus.SUCCEEDED]
     assert all("database unavailable" in (r.reason or "") for r in runs[:2])
+
+
+# ------------------------------------------------- every door a run comes in by
+
+
+def _pending(h: Harness, name: str, trigger: Trigger, slot: datetime) -> RunRecord:
+    """A pending row, as ``reconciler trigger`` or ``resume --catch-up`` write them."""
+    task = h.store.get_task(name)
+    assert task is not None
+    return h.store.insert_run(NewRun(task_name=name, slot=slot, attempt=1, trigger=trigger,
+                                     status=RunStatus.PENDING, reason="by a test",
+                                     generation=task.generation))
+
+
+async def _second_run(h: Harness, door: str, name: str) -> None:
+    """Start a second run of ``name`` through ``door`` while its first one is active."""
+    now = h.clock.now() + timedelta(seconds=1)  # manual slots: when they were asked for
+    if door == "schedule":
+        h.clock.set(T0 + timedelta(hours=2))
+        await h.sched.tick()
+    elif door == "trigger":
+        await h.sched.trigger(name, slot=now)
+    elif door == "pending":  # the CLI's trigger in database mode
+        await h.sched.trigger(name, existing=_pending(h, name, Trigger.MANUAL, now))
+    elif door == "catch-up":  # resume --catch-up
+        await h.sched.trigger(name, existing=_pending(h, name, Trigger.CATCH_UP, now),
+                              trigger=Trigger.CATCH_UP)
+    elif door == "retry":
+        state = h.sched.tasks[name]
+        h.sched.timeline.add_retry(name, now, now - timedelta(minutes=5), 2,
+                                   state.policy.generation)
+        h.clock.set(now)
+        await h.sched.tick()
+    elif door == "50 at once":
+        await asyncio.gather(*(h.sched.trigger(name, slot=now + timedelta(microseconds=i))
+                               for i in range(50)))
+    await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("door", ["schedule", "trigger", "pending", "catch-up", "retry",
+                                  "50 at once"])
+@pytest.mark.parametrize("policy", ["Forbid", "Allow", "Replace"])
+def test_concurrency_policy_holds_for_every_door(h: Harness, policy: str, door: str) -> None:
+    async def go() -> None:
+        h.apply(doc("t", "0 * * * *", concurrencyPolicy=policy))
+        await h.sync()
+        h.executor.blocked.add("t")
+        h.clock.set(T0 + timedelta(hours=1))
+        await h.sched.tick()  # the first run, held running
+        await asyncio.sleep(0)
+        assert h.executor.running.get("t") == 1
+        await _second_run(h, door, "t")
+        await asyncio.sleep(0)
+        h.executor.release.set()
+        await h.sched.drain()
+    run(go())
+    runs = sorted(h.runs("t"), key=lambda r: r.id)
+    first = runs[0]
+    if policy == "Forbid":
+        assert h.executor.peak["t"] == 1, [(r.trigger, r.status) for r in runs]
+        assert first.status is RunStatus.SUCCEEDED
+        assert all(r.status is RunStatus.SKIPPED for r in runs[1:] if r.status
+                   is not RunStatus.SUCCEEDED or r.started_at is None)
+    elif policy == "Allow":
+        assert h.executor.peak["t"] >= 2
+        assert all(r.status is RunStatus.SUCCEEDED for r in runs)
+    else:
+        assert first.status is RunStatus.CANCELLED
+        assert (first.reason or "").startswith("replaced by"), first.reason
+        assert runs[-1].status is RunStatus.SUCCEEDED
+
+
+def test_fifty_triggers_at_once_start_one_forbid_run(h: Harness) -> None:
+    async def go() -> list[RunRecord | None]:
+        h.apply(doc("f", "@yearly"))
+        await h.sync()
+        h.executor.blocked.add("f")
+        now = h.clock.now()
+        started = await asyncio.gather(*(h.sched.trigger("f", slot=now + timedelta(
+            microseconds=i)) for i in range(50)))
+        h.executor.release.set()
+        await h.sched.drain()
+        return started
+    started = run(go())
+    assert sum(r is not None for r in started) == 1
+    assert h.executor.peak["f"] == 1 and len(h.runs("f")) == 1
