@@ -9,6 +9,7 @@ poll loop picks up), all fired at once.
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -49,7 +50,7 @@ def settled(daemon: DaemonProcess, name: str) -> list[RunRecord]:
 def assert_no_overlap(runs: list[RunRecord]) -> list[RunRecord]:
     executed = sorted((r for r in runs if r.status in EXECUTED and r.started_at),
                       key=lambda r: r.started_at or r.slot)
-    for before, after in zip(executed, executed[1:], strict=False):
+    for before, after in itertools.pairwise(executed):
         assert before.finished_at is not None and after.started_at is not None
         assert after.started_at >= before.finished_at, (
             f"runs {before.id} ({before.trigger}, {before.started_at} - {before.finished_at}) "
