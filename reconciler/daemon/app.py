@@ -57,6 +57,7 @@ from reconciler.locks import (
 )
 from reconciler.manifests import LoadCache
 from reconciler.service import ReconcileResult, reconcile
+from reconciler.store.instance_lock import InstanceLock
 
 log = logging.getLogger("reconciler.daemon")
 
@@ -157,6 +158,14 @@ class Daemon:
         self.scheduler.listener = self.api.observer
         if self.skew_guard is not None:  # a clock off the bound decides nothing
             self.scheduler.clock_refusal = self.skew_guard.over_bound
+        #: One single-replica daemon per database (distributed replicas share it).
+        self.instance_lock = InstanceLock(self.store.engine, config.replica,
+                                          shared=config.zookeeper is not None,
+                                          describe_holder=self._lock_holder)
+        self.lock_error: str | None = None
+        self.api.ready_checks["database-lock"] = lambda: (
+            (True, "this daemon holds the database lock") if self.lock_error is None
+            else (False, self.lock_error))
         self.actual: dict[str, ActualTask] | None = None
         self.full_resync = False
         self.changed_paths: set[str] = set()
@@ -173,6 +182,27 @@ class Daemon:
         # With peers, "running" rows may be theirs: only stale ones are abandoned.
         await self._abandon_orphans(all_running=self.coordinator is None)
         await self.reconcile_once()
+
+    def _lock_holder(self) -> str | None:
+        """Who holds the database lock, from the replicas' status rows (servers)."""
+        try:
+            rows = self.store.list_replicas(include_stopped=False)
+        except ReconcilerError:
+            return None
+        others = [r for r in rows if r["id"] != self.config.replica and r["heartbeat_at"]]
+        if not others:
+            return None
+        r = max(others, key=lambda r: r["heartbeat_at"])
+        return (f"replica {r['id']}, pid {r['pid']} on {r['host']}, last heartbeat "
+                f"{r['heartbeat_at'].isoformat()}")
+
+    async def _check_lock(self) -> None:
+        why = await self.worker.call(self.instance_lock.check)
+        if why is not None and why != self.lock_error:
+            log.error("database lock: %s", why)
+        elif why is None and self.lock_error is not None:
+            log.info("database lock held again")
+        self.lock_error = why
 
     # ------------------------------------------------------------ distributed mode
 
@@ -420,6 +450,7 @@ class Daemon:
                 await asyncio.wait_for(self.stop.wait(), timeout=interval)
             if self.stop.is_set():
                 break
+            await self._check_lock()
             await self.scheduler.heartbeat()
             await self._write_status()
             with contextlib.suppress(ReconcilerError):
@@ -470,6 +501,21 @@ class Daemon:
             loop.add_signal_handler(sig, self.stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         self.api.bind()  # before anything else: a port in use is a clean start-up error
+        # then refuse to be a second scheduler on the database (before touching its rows)
+        try:
+            await self.worker.call(self.instance_lock.acquire)
+        except ReconcilerError:
+            await self.api.close()
+            self.worker.close()
+            self.executor.close()
+            raise
+        try:
+            return await self._run()
+        finally:
+            self.instance_lock.release()
+
+    async def _run(self) -> int:
+        loop = asyncio.get_running_loop()
         self.api.serve()  # /healthz answers during start-up; /readyz says when it is done
         if self.coordinator is not None and self.skew_guard is not None:
             await self.coordinator.start()
