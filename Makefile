@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/bandit -c pyproject.toml -r reconciler -q
-	$(BIN)/python tests/services/audit.py
+	$(BIN)/python -m tests.services.audit
 
 ## Regenerate specs/ from the code.
 specs: $(STAMP)

@@ -32,7 +32,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
@@ -40,6 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from reconciler.core.runtime import RunRecord, RunStatus
 from reconciler.store import SQLStore, normalize_url, safe_url
 from tests.e2e.conftest import free_port, wait_until
+from tests.services.ci import unavailable
 
 SERVER_URLS = {
     "postgresql": os.environ.get(
@@ -51,16 +51,6 @@ ROOT = Path(__file__).resolve().parents[2]
 #: statuses of a row whose task process was (or may have been) started
 EXECUTED = frozenset({RunStatus.RUNNING, RunStatus.SUCCEEDED, RunStatus.FAILED,
                       RunStatus.TIMED_OUT, RunStatus.CANCELLED, RunStatus.ABANDONED})
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() == "true"
-
-
-def unavailable(reason: str) -> None:
-    if in_ci():
-        pytest.fail(f"{reason} (CI=true: these tests must not be skipped)", pytrace=False)
-    pytest.skip(reason)
 
 
 @contextlib.contextmanager

@@ -98,7 +98,10 @@ def test_cli_trigger_suspend_resume(daemon: DaemonProcess) -> None:
     assert daemon.runs("m")[0].trigger is Trigger.MANUAL
     res = daemon.cli("suspend", "t", "--note", "maintenance")
     assert res.returncode == 0, res.stderr
-    wait_until(lambda: b"suspended" in daemon.log.read_bytes() or True, timeout=1)
+    # the daemon took the suspension: it cleared the task's next fire time
+    wait_until(lambda: (row := daemon.store.get_task("t")) is not None
+               and row.suspended and row.next_fire_at is None,
+               timeout=10, what="the daemon to take the suspension")
     # Within a second or two the daemon stops starting runs of t.
     wait_until(lambda: _quiet(daemon, "t"), timeout=10, what="no new runs while suspended")
     assert daemon.cli("resume", "t").returncode == 0

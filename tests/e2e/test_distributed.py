@@ -36,12 +36,12 @@ from tests.e2e.cluster import (
     Figures,
     Replica,
     analyze,
-    in_ci,
     server_database,
     task_manifest,
     utcnow,
 )
 from tests.e2e.conftest import wait_until
+from tests.services.ci import unavailable
 from tests.services.zookeeper import (
     ZooKeeperServer,
     proxy_to,
@@ -261,10 +261,7 @@ def restart_postgresql(down: float) -> None:
 
 def test_database_restart(cluster: Cluster) -> None:
     if _pg_cluster() is None or os.geteuid() != 0:
-        reason = "cannot restart PostgreSQL here (needs pg_ctlcluster, run as root)"
-        if in_ci():
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+        unavailable("cannot restart PostgreSQL here (needs pg_ctlcluster, run as root)")
     names = [f"beat-{i}" for i in range(5)]
     for n in names:
         cluster.write(f"{n}.yaml", task_manifest(n, "@every 1s", "command: ['true']"))

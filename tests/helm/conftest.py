@@ -7,11 +7,12 @@ are skipped, except with ``CI=true``, where that is a failure.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from chartlib import CHART, Helm, load_fetcher
+
+from tests.services.ci import unavailable
 
 
 @pytest.fixture(scope="session")
@@ -20,10 +21,7 @@ def helm() -> Helm:
     try:
         path = fetcher.fetch()
     except Exception as exc:
-        message = f"helm binary unavailable: {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"helm binary unavailable: {exc}")
     return Helm(Path(path))
 
 

@@ -32,6 +32,7 @@ from tests.hostile._harness import (
 from tests.hostile.expectations import EXPECT
 from tests.hostile.test_big_inputs import CASES as BIG
 from tests.hostile.test_corpus import CORPUS_FILES
+from tests.services.ci import unavailable
 
 #: One file per attack category (the whole corpus is also run in one go below).
 REPRESENTATIVE = [
@@ -165,7 +166,7 @@ def real_denial() -> dict[str, object]:
     except OSError:
         status = 1
     if os.waitstatus_to_exitcode(status) != 0:
-        pytest.skip("running as root without CAP_SETPCAP: cannot make a file unreadable")
+        unavailable("running as root without CAP_SETPCAP: cannot make a file unreadable")
     return {"preexec": drop_dac_capabilities}
 
 

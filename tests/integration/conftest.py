@@ -30,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from reconciler.store import SQLStore, normalize_url, safe_url
 from reconciler.store.schema import applies, replicas, runs, tasks
+from tests.services.ci import unavailable
 
 BACKENDS = ("sqlite", "postgresql", "mariadb")
 SERVER_URLS = {
@@ -40,16 +41,6 @@ SERVER_URLS = {
 }
 CONNECT_TIMEOUT = {"postgresql": {"connect_timeout": 3}, "mariadb": {"connect_timeout": 3}}
 _unreachable: dict[str, str] = {}  # backend -> reason, so a dead server is probed once
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() == "true"
-
-
-def unavailable(reason: str) -> None:
-    if in_ci():
-        pytest.fail(f"{reason} (CI=true: database tests must not be skipped)", pytrace=False)
-    pytest.skip(reason)
 
 
 @dataclass

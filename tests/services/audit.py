@@ -1,6 +1,6 @@
 """Audit the installed Python packages for known vulnerabilities (``make lint``).
 
-Usage: ``.venv/bin/python tests/services/audit.py`` (run with the project's venv: it
+Usage: ``.venv/bin/python -m tests.services.audit`` (run with the project's venv: it
 audits the environment it runs in, the project itself excluded).
 
 1. ``pip-audit --skip-editable`` against PyPI's vulnerability data (the per-release
@@ -38,6 +38,8 @@ from typing import Any
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from tests.services.ci import in_ci
+
 PYPI_JSON = os.environ.get("RECONCILER_AUDIT_PYPI_URL", "https://pypi.org/pypi")
 TIMEOUT_S = 15.0
 
@@ -51,10 +53,6 @@ class Report:
     vulnerable: dict[str, list[str]] = field(default_factory=dict)  # name -> vuln lines
     audited: set[str] = field(default_factory=set)
     unaudited: dict[str, str] = field(default_factory=dict)  # name -> why
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def installed_distributions() -> dict[str, str]:

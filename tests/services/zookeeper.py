@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tests.services.aio import wait_until as wait_until  # re-exported for the tests
+from tests.services.ci import require
 
 JAVA_DIR = Path(os.environ.get("ZOOKEEPER_JAVA_DIR", "/usr/share/java"))
 ZOOKEEPER_JAR = JAVA_DIR / "zookeeper.jar"
@@ -84,20 +85,9 @@ def zookeeper_missing() -> str | None:
     return None
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() == "true"
-
-
 def require_zookeeper() -> None:
-    """Skip the calling test when ZooKeeper is missing; fail instead when ``CI=true``."""
-    import pytest
-
-    reason = zookeeper_missing()
-    if reason is None:
-        return
-    if in_ci():
-        pytest.fail(f"{reason} (CI=true: ZooKeeper tests must not be skipped)", pytrace=False)
-    pytest.skip(reason)
+    """Skip the calling test when ZooKeeper is missing; fail instead in CI."""
+    require(zookeeper_missing())
 
 
 def free_ports(count: int) -> list[int]:
