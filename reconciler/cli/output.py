@@ -32,7 +32,7 @@ def render_plan(plan: Plan) -> str:
             lines.append(f"~ {change.name}")
             for f in change.changes:
                 old, new, masked = redact_change(f.path, f.old, f.new)
-                secret = " (secret changed)" if masked else ""
+                secret = " (secrets masked)" if masked else ""
                 lines.append(f"    ~ {f.path}: {fmt_value(old)} -> {fmt_value(new)}{secret}")
         elif change.action is Action.DELETE:
             a = change.actual

@@ -13,7 +13,8 @@ disagree about what is shown. The rules, in order:
   without password, often a token, is masked whole), URL query and fragment
   parameters named like a credential or ``sig``/``code`` (``?sig=***``),
   ``NAME=value`` and ``"name": "value"`` pairs and ``Name: value`` header lines whose
-  name looks like a credential, and the argument after a ``--password``-like flag.
+  name looks like a credential, and the value after a ``--password``-like flag (the
+  next word of a script, the next item of a ``command`` list).
 
 The rules for free text are a best effort; a secret belongs in ``fromEnv``/``fromFile``.
 Pure functions of their input: no I/O, no state.
@@ -88,6 +89,10 @@ _HEADER_LINE = re.compile(
     r"(?P<name>(?<![A-Za-z0-9_-])[A-Za-z][A-Za-z0-9-]{0,200})(?P<op>:[ \t]*)"
     r"(?P<value>[^\s'\"][^\n'\"]*)"
 )
+_FLAG_VALUE = re.compile(
+    r"(?<![A-Za-z0-9_-])(?P<name>--?[A-Za-z][A-Za-z0-9_-]{0,200})(?P<op>[ \t]+)"
+    r"(?P<value>\"(?:[^\"\\]|\\.)*\"|'[^']*'|[^\s'\"-][^\s'\"]*)"
+)
 _FLAG = re.compile(r"^--?[A-Za-z][A-Za-z0-9_-]*$")
 
 
@@ -112,6 +117,7 @@ def redact_text(text: str) -> str:
     text = _URL_IN_TEXT.sub(lambda m: redact_url(m[0]), text)
     text = _JSON_PAIR.sub(_json_pair, text)
     text = _ASSIGN.sub(_pair, text)
+    text = _FLAG_VALUE.sub(_pair, text)
     return _HEADER_LINE.sub(_pair, text)
 
 
