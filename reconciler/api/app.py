@@ -35,6 +35,7 @@ from reconciler.api import models
 from reconciler.api.auth import bearer_token
 from reconciler.api.control import ApiContext, LiveRun
 from reconciler.api.errors import ApiError, error_body, install_handlers
+from reconciler.api.head import HeadMiddleware
 from reconciler.api.index import STATES
 from reconciler.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from reconciler.api.selectors import SelectorError, parse_selector
@@ -47,6 +48,7 @@ from reconciler.api.views import (
 )
 from reconciler.core.errors import ReconcilerError, TaskNotFoundError
 from reconciler.core.model import NAME_PATTERN
+from reconciler.core.redaction import redact
 from reconciler.core.runtime import RunRecord, RunStatus
 from reconciler.core.schedule import Schedule
 
@@ -378,6 +380,7 @@ def create_app(ctx: ApiContext | None) -> FastAPI:
     )
     install_handlers(app)
     app.add_middleware(SecurityMiddleware, max_body=ctx.max_body if ctx else 64 * 1024)
+    app.add_middleware(HeadMiddleware)
     pool = ThreadPoolExecutor(max_workers=ctx.read_threads if ctx else 1,
                               thread_name_prefix="api-read")
     app.state.read_pool = pool
@@ -398,6 +401,7 @@ def create_app(ctx: ApiContext | None) -> FastAPI:
                     detail: Mapping[str, Any] | None = None) -> None:
         c = context()
         client = request.client.host if request.client else None
+        detail = redact(detail)
         log.info("API: %s %s %s by %s: %s", action, target, detail or "", actor, outcome)
         try:
             await read(c.store.add_audit, at=c.clock.now(), actor=actor, action=action,
@@ -522,7 +526,8 @@ def create_app(ctx: ApiContext | None) -> FastAPI:
         annotations = row.document.get("metadata", {}).get("annotations", {})
         doc = {
             **summary,
-            "annotations": annotations if isinstance(annotations, dict) else {},
+            "annotations": redact(annotations, ("metadata", "annotations"))
+            if isinstance(annotations, dict) else {},
             "spec": redacted_spec(row.document),
             "suspendedInGit": row.suspended_in_git,
             "override": override_doc(row),
@@ -587,7 +592,7 @@ def create_app(ctx: ApiContext | None) -> FastAPI:
             doc["outputTruncated"] = first > 0
         else:
             doc["outputTail"] = record.output_tail
-            doc["outputTruncated"] = False
+            doc["outputTruncated"] = record.output_truncated
         return json(doc)
 
     @app.get("/api/v1/runs/{run_id}/log",
@@ -737,7 +742,8 @@ def create_app(ctx: ApiContext | None) -> FastAPI:
         target: Annotated[str | None, Query(max_length=255)] = None,
     ) -> JSONResponse:
         rows = await read(context().store.list_audit, limit=limit, target=target)
-        return json({"items": [{**r, "at": iso(r["at"])} for r in rows]})
+        return json({"items": [{**r, "at": iso(r["at"]), "detail": redact(r["detail"])}
+                               for r in rows]})
 
     @app.get("/api/v1/events",
              openapi_extra=OPTIONAL_AUTH, tags=["status"], response_class=StreamingResponse,

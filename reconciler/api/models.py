@@ -86,7 +86,9 @@ class Run(_Doc):
 class RunDetail(Run):
     outputTail: str | None = Field(
         description="The end of the run's output (live output while it runs), as text.")
-    outputTruncated: bool
+    outputTruncated: bool = Field(
+        description="The output was longer than outputTail: only its end was kept (or, while "
+                    "the run is live, older chunks were dropped).")
 
 
 class RunList(_Doc):
@@ -152,9 +154,9 @@ class FireTime(_Doc):
 
 
 class TaskDetail(TaskSummary):
-    annotations: dict[str, str]
+    annotations: dict[str, str] = Field(description="Credential-looking parts masked as ***.")
     spec: dict[str, Any] = Field(
-        description="The stored spec; credential-looking literal values are redacted.")
+        description="The stored spec; secrets are masked as *** (see docs/security.md).")
     suspendedInGit: bool
     override: Override | None
     createdAt: str | None

@@ -9,24 +9,15 @@ because the task list is on a hot path (10,000 tasks within a frame budget).
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from reconciler.core.errors import ReconcilerError
+from reconciler.core.redaction import redact
 from reconciler.core.runtime import ActualTask, RunRecord
 from reconciler.core.schedule import describe
-
-REDACTED = "<redacted>"
-#: Literal env values and HTTP header values whose *name* looks like a credential are
-#: not shown, even though they come from git: the dashboard is readable by more people
-#: than the repository. ``fromEnv``/``fromFile`` references are shown (they are names).
-SENSITIVE_NAME = re.compile(
-    r"(secret|token|passw|pwd|api[-_]?key|private|credential|auth|cookie|session|signature)",
-    re.IGNORECASE,
-)
 
 
 def iso(value: datetime | None) -> str | None:
@@ -122,42 +113,7 @@ def override_doc(row: ActualTask) -> dict[str, Any] | None:
     return {"suspended": o.suspended, "note": o.note, "actor": o.actor, "at": iso(o.at)}
 
 
-def _redact_values(values: Any) -> Any:
-    if not isinstance(values, dict):
-        return values
-    return {
-        k: (REDACTED if isinstance(v, str) and SENSITIVE_NAME.search(str(k)) else v)
-        for k, v in values.items()
-    }
-
-
-_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@?#]*@")
-_QUERY_PARAM = re.compile(r"(?P<sep>[?&;])(?P<name>[^=&;#]+)=(?P<value>[^&;#]*)")
-
-
-def redacted_url(url: str) -> str:
-    """``https://user:pw@host/x?token=abc&a=b`` -> ``https://<redacted>@host/x?token=<redacted>&a=b``."""
-    url = _USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", url)
-    return _QUERY_PARAM.sub(
-        lambda m: (
-            f"{m['sep']}{m['name']}={REDACTED}" if SENSITIVE_NAME.search(m["name"]) else m[0]
-        ),
-        url,
-    )
-
-
 def redacted_spec(document: Mapping[str, Any]) -> dict[str, Any]:
-    """The stored spec with credential-looking literal env/header values replaced."""
-    spec = dict(document.get("spec", {}))
-    run = dict(spec.get("run", {}))
-    if "env" in run:
-        run["env"] = _redact_values(run["env"])
-    if isinstance(run.get("http"), dict):
-        http = dict(run["http"])
-        if "headers" in http:
-            http["headers"] = _redact_values(http["headers"])
-        if isinstance(http.get("url"), str):
-            http["url"] = redacted_url(http["url"])
-        run["http"] = http
-    spec["run"] = run
+    """The stored spec with its secrets masked (:mod:`reconciler.core.redaction`)."""
+    spec: dict[str, Any] = redact(document.get("spec", {}), ("spec",))
     return spec

@@ -311,7 +311,9 @@ def cmd_get(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     for task in sorted(store.load_tasks(), key=lambda t: t.name):
         nxt = task.next_fire_at
-        if nxt is None or nxt <= now:
+        if task.suspended:  # as the API says: a suspended task has no next fire time
+            nxt = None
+        elif nxt is None or nxt <= now:
             nxt = Schedule.parse(task.schedule, task.time_zone).next_after(now)
         suspended = "yes" if task.suspended else "no"
         if task.override is not None and task.override.suspended != task.suspended_in_git:

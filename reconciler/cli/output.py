@@ -9,6 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from reconciler.core.plan import UNSET, Action, Plan
+from reconciler.core.redaction import redact_change
 
 
 def fmt_value(value: Any) -> str:
@@ -30,7 +31,9 @@ def render_plan(plan: Plan) -> str:
         elif change.action is Action.UPDATE:
             lines.append(f"~ {change.name}")
             for f in change.changes:
-                lines.append(f"    ~ {f.path}: {fmt_value(f.old)} -> {fmt_value(f.new)}")
+                old, new, masked = redact_change(f.path, f.old, f.new)
+                secret = " (secrets masked)" if masked else ""
+                lines.append(f"    ~ {f.path}: {fmt_value(old)} -> {fmt_value(new)}{secret}")
         elif change.action is Action.DELETE:
             a = change.actual
             assert a is not None

@@ -2,7 +2,8 @@
 
 The document is described by frozen pydantic models so that ``specs/plan.schema.json``
 is generated from the same code that produces the output; a test fails when the
-committed schema is stale. Unchanged tasks are counted, not listed, so the document
+committed schema is stale. Secrets in field values are masked
+(:mod:`reconciler.core.redaction`). Unchanged tasks are counted, not listed, so the document
 stays small for large installations.
 """
 
@@ -12,7 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from reconciler.core.plan import Action, Plan, TaskChange
+from reconciler.core.plan import Action, FieldChange, Plan, TaskChange
+from reconciler.core.redaction import redact_change
 
 
 class _Doc(BaseModel):
@@ -30,8 +32,12 @@ class PlanSummary(_Doc):
 
 class FieldChangeDoc(_Doc):
     path: str = Field(description="Dotted field path, e.g. spec.schedule or source.file.")
-    old: Any = Field(description="Value in the runtime table (null when unset).")
-    new: Any = Field(description="Value in the manifests (null when unset).")
+    old: Any = Field(description="Value in the runtime table (null when unset); secrets "
+                                 "masked as ***.")
+    new: Any = Field(description="Value in the manifests (null when unset); secrets masked "
+                                 "as ***.")
+    masked: bool = Field(default=False, description="Secrets in old or new are masked: the "
+                         "field did change, even when both sides look the same.")
 
 
 class ChangeDoc(_Doc):
@@ -88,8 +94,13 @@ def _change_doc(change: TaskChange) -> ChangeDoc:
         schedule=source.schedule,
         timeZone=source.time_zone,
         reason=change.reason,
-        fields=[FieldChangeDoc(path=f.path, old=f.old, new=f.new) for f in change.changes],
+        fields=[_field_doc(f) for f in change.changes],
     )
+
+
+def _field_doc(change: FieldChange) -> FieldChangeDoc:
+    old, new, masked = redact_change(change.path, change.old, change.new)
+    return FieldChangeDoc(path=change.path, old=old, new=new, masked=masked)
 
 
 def plan_document(plan: Plan) -> PlanDocument:

@@ -117,6 +117,7 @@ class ExecutionResult:
     exit_code: int | None = None
     error: str | None = None
     output_tail: str = ""
+    output_truncated: bool = False  # the output was longer than output_tail (cut at the start)
 
 
 class ExecutionEvents(Protocol):

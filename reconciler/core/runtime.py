@@ -128,6 +128,7 @@ class RunRecord:
     error: str | None = None
     reason: str | None = None
     output_tail: str | None = None
+    output_truncated: bool = False  # output_tail is the end of a longer output
     progress_percent: float | None = None
     progress_message: str | None = None
     generation: int | None = None

@@ -772,6 +772,7 @@ class Scheduler:
         values: dict[str, Any] = {
             "status": status, "finished_at": finished, "exit_code": result.exit_code,
             "error": result.error, "output_tail": result.output_tail,
+            "output_truncated": result.output_truncated,
         }
         if reason is not None:  # else keep the row's ("triggered by ...", a catch-up's)
             values["reason"] = reason
@@ -796,6 +797,7 @@ class Scheduler:
         self.listener.run_finished(replace(
             record, status=status, finished_at=finished, exit_code=result.exit_code,
             error=result.error, output_tail=result.output_tail, reason=reason,
+            output_truncated=result.output_truncated,
         ))
         if status is RunStatus.SUCCEEDED:
             self._state_updates.setdefault(policy.name, {})["last_success_at"] = finished

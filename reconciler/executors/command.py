@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 
 from reconciler.core.protocols import ExecutionEvents, ExecutionRequest, ExecutionResult
 from reconciler.executors.environment import redact
@@ -54,7 +55,7 @@ def _redacted(result: ExecutionResult, secrets: tuple[str, ...]) -> ExecutionRes
     error = redact(result.error, secrets)
     if error == result.error:
         return result
-    return ExecutionResult(result.status, result.exit_code, error, result.output_tail)
+    return replace(result, error=error)
 
 
 class CommandExecutor(_ArgvExecutor):

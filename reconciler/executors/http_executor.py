@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from datetime import timedelta
 
 import httpx
@@ -118,7 +119,19 @@ class HttpExecutor:
                 call.cancel()
                 await asyncio.gather(call, return_exceptions=True)
         sink.close()
-        output = sink.text()
+        result = self._result(request, target, call, cancel, timeout, sink.text(), secrets)
+        return replace(result, output_truncated=sink.tail.truncated)
+
+    def _result(
+        self,
+        request: ExecutionRequest,
+        target: HttpTarget,
+        call: asyncio.Future[int],
+        cancel: asyncio.Event,
+        timeout: timedelta,
+        output: str,
+        secrets: tuple[str, ...],
+    ) -> ExecutionResult:
         if call.cancelled():
             if cancel.is_set():
                 return ExecutionResult(RunStatus.CANCELLED, error="cancelled", output_tail=output)

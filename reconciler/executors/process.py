@@ -63,7 +63,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -157,6 +157,7 @@ class ProcessOutcome:
     reason: str  # "exited", "timeout" or "cancelled"
     returncode: int | None
     output: str
+    truncated: bool = False  # the output was longer than the tail kept
 
 
 class SpawnError(Exception):
@@ -178,6 +179,13 @@ def result_for(
     request: ExecutionRequest, outcome: ProcessOutcome, *, error: str | None = None
 ) -> ExecutionResult:
     """Map an outcome to a result; ``error`` (if given) explains a non-zero exit."""
+    result = _result_for(request, outcome, error)
+    return replace(result, output_truncated=outcome.truncated) if outcome.truncated else result
+
+
+def _result_for(
+    request: ExecutionRequest, outcome: ProcessOutcome, error: str | None
+) -> ExecutionResult:
     code = outcome.returncode
     if outcome.reason == "timeout":
         assert request.timeout is not None
@@ -345,7 +353,8 @@ class _Supervisor:
             transport.close()
         if protocol.exited.done():
             await self._reap()
-        return ProcessOutcome(reason, transport.get_returncode(), sink.text())
+        return ProcessOutcome(reason, transport.get_returncode(), sink.text(),
+                              sink.tail.truncated)
 
     async def _spawn(
         self,

@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -110,7 +111,7 @@ class PythonExecutor:
             result.exit_code,
         )
         if error != result.error:
-            result = ExecutionResult(result.status, result.exit_code, error, result.output_tail)
+            result = replace(result, error=error)
         return result
 
 

@@ -108,6 +108,7 @@ runs = Table(
     Column("error", long_text(), nullable=True),
     Column("reason", long_text(), nullable=True),
     Column("output_tail", long_text(), nullable=True),
+    Column("output_truncated", Boolean, nullable=True),  # NULL: written before 0004
     Column("progress_percent", Double, nullable=True),  # MariaDB FLOAT is single precision
     Column("progress_message", Text, nullable=True),
     UniqueConstraint("task_name", "slot", "attempt"),

@@ -135,6 +135,7 @@ RUN_UPDATE_COLUMNS: Final = frozenset(
         "error",
         "reason",
         "output_tail",
+        "output_truncated",
         "progress_percent",
         "progress_message",
     }
@@ -1372,6 +1373,7 @@ def _run(row: Any) -> RunRecord:
         error=row.error,
         reason=row.reason,
         output_tail=row.output_tail,
+        output_truncated=bool(row.output_truncated),
         progress_percent=row.progress_percent,
         progress_message=row.progress_message,
         generation=row.generation,

@@ -94,7 +94,7 @@ def test_task_detail_redacts_credentials_and_lists_fire_times(tmp_path: Path) ->
             assert r.status_code == 200
             t = r.json()
             env = t["spec"]["run"]["env"]
-            assert env == {"REPORT_FORMAT": "text", "DB_PASSWORD": "<redacted>",
+            assert env == {"REPORT_FORMAT": "text", "DB_PASSWORD": "***",
                            "API_TOKEN": {"fromEnv": "REPORT_API_TOKEN"}}
             assert "hunter2" not in r.text
             assert t["annotations"] == {"owner": "data@example.com"}
@@ -103,8 +103,8 @@ def test_task_detail_redacts_credentials_and_lists_fire_times(tmp_path: Path) ->
             assert len(t["nextFireTimes"]) == 5 and t["runCounts"] == {}
             r = await h.client.get("/api/v1/tasks/paused-in-git")
             http = r.json()["spec"]["run"]["http"]
-            assert http["url"] == "https://<redacted>@example.com/hook?token=<redacted>&x=1"
-            assert http["headers"] == {"Authorization": "<redacted>", "X-Trace": "1"}
+            assert http["url"] == "https://user:***@example.com/hook?token=***&x=1"
+            assert http["headers"] == {"Authorization": "***", "X-Trace": "1"}
             assert r.json()["nextFireTimes"] == [] and r.json()["suspendedInGit"] is True
             assert "xyz" not in r.text and "pw@" not in r.text
 

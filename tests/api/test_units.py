@@ -16,8 +16,9 @@ from reconciler.api.index import TaskIndex
 from reconciler.api.metrics import Metrics, missed_reason
 from reconciler.api.selectors import SelectorError, parse_selector
 from reconciler.api.server import ListenError, parse_listen
-from reconciler.api.views import redacted_spec, redacted_url
+from reconciler.api.views import redacted_spec
 from reconciler.core.errors import ReconcilerError
+from reconciler.core.redaction import redact_url
 from reconciler.core.runtime import ActualTask, RunRecord, RunStatus, SuspendOverride, Trigger
 
 T = datetime(2026, 3, 2, 12, tzinfo=UTC)
@@ -104,11 +105,11 @@ def test_redaction() -> None:
         "http": {"url": "https://u:p@h/x?api_key=k&page=2", "headers": {"Cookie": "c"}},
     }}})
     run = spec["run"]
-    assert run["env"] == {"PLAIN": "x", "GITHUB_TOKEN": "<redacted>",
+    assert run["env"] == {"PLAIN": "x", "GITHUB_TOKEN": "***",
                           "PASSWORD_FILE": {"fromFile": "/s/p"}}
-    assert run["http"]["url"] == "https://<redacted>@h/x?api_key=<redacted>&page=2"
-    assert run["http"]["headers"] == {"Cookie": "<redacted>"}
-    assert redacted_url("http://h/p?q=1") == "http://h/p?q=1"
+    assert run["http"]["url"] == "https://u:***@h/x?api_key=***&page=2"
+    assert run["http"]["headers"] == {"Cookie": "***"}
+    assert redact_url("http://h/p?q=1") == "http://h/p?q=1"
 
 
 # ------------------------------------------------------------------------ listen
