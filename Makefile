@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 EXAMPLES ?= examples
 PYTEST_ARGS ?=
 
-.PHONY: run test lint specs services bench chart clean install
+.PHONY: run test lint specs services bench chart clean install screenshots mutate
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -52,3 +52,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .reconciler .mypy_cache .pytest_cache .ruff_cache
+
+## Refresh docs/screenshots/ from the dashboard test (a normal test run leaves them alone).
+screenshots: $(STAMP)
+	RECONCILER_REFRESH_SCREENSHOTS=1 $(BIN)/pytest tests/e2e/test_dashboard.py -q

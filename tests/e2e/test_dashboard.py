@@ -3,7 +3,9 @@
 Load the page, see the example tasks, suspend one with a note and see the badge,
 trigger one and watch its run appear (live, through the event stream), follow a
 running run's output, and check that task output and notes are shown as text.
-Screenshots of the main pages go to docs/screenshots/. Also: the CLI over HTTP.
+Screenshots of the main pages go to a temporary directory, or to docs/screenshots/ when
+``RECONCILER_REFRESH_SCREENSHOTS=1`` (``make screenshots``), so a test run never
+changes tracked files. Also: the CLI over HTTP.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+DOC_SCREENSHOTS = ROOT / "docs" / "screenshots"
 TOKEN = "ops-token-0123456789abcdef"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -117,9 +119,18 @@ def browser() -> Iterator[Any]:
             b.close()
 
 
-def test_dashboard_suspend_trigger_and_live_runs(dashboard: str, browser: Any) -> None:
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    """Where the screenshots go: docs/screenshots/ only when a refresh is asked for."""
+    if os.environ.get("RECONCILER_REFRESH_SCREENSHOTS") == "1":
+        return DOC_SCREENSHOTS
+    return tmp_path / "screenshots"
+
+
+def test_dashboard_suspend_trigger_and_live_runs(dashboard: str, browser: Any,
+                                                 screenshots: Path) -> None:
     base = dashboard
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    screenshots.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1440, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -162,7 +173,7 @@ def test_dashboard_suspend_trigger_and_live_runs(dashboard: str, browser: Any) -
     assert before is None
     page.click('tr[data-task="nightly-report"] button[data-action="trigger"]')
     report.locator('.last-run .badge[data-status="succeeded"]').wait_for(timeout=20_000)
-    page.screenshot(path=str(SCREENSHOTS / "tasks.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "tasks.png"), full_page=True)
 
     # The task page: history, duration chart, output.
     page.click('tr[data-task="nightly-report"] .name-cell a')
@@ -189,7 +200,7 @@ def test_dashboard_suspend_trigger_and_live_runs(dashboard: str, browser: Any) -
     page.locator("#runs tbody tr[data-run]").nth(2).wait_for(timeout=15_000)
     expect(page.locator("#task-chart rect.bar")).to_have_count(3, timeout=15_000)
     expect(page.locator("#output-title")).to_have_text(re.compile(r"^run \d+$"))
-    page.screenshot(path=str(SCREENSHOTS / "task.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "task.png"), full_page=True)
 
     # Output is text: markup printed by a task is shown, never run.
     run = api(base, "/api/v1/tasks/markup-output/trigger", "POST", token=TOKEN)["run"]
@@ -209,7 +220,7 @@ def test_dashboard_suspend_trigger_and_live_runs(dashboard: str, browser: Any) -
     expect(page.locator("#plan-errors")).to_contain_text("broken.yaml:6: broken-report")
     assert "1 manifest error" in page.locator("#errors-banner").inner_text()
     assert "nightly-backup" in page.locator("#plan-drift").inner_text()
-    page.screenshot(path=str(SCREENSHOTS / "status.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "status.png"), full_page=True)
     assert errors == [], errors
 
 
