@@ -75,6 +75,12 @@ def executed(runs: list[RunRecord], replica: Replica | None = None) -> list[RunR
             and (replica is None or r.replica == replica.id)]
 
 
+def _refusing(replica: Replica) -> bool:
+    """The replica says in its status row that the skew guard refuses its clock."""
+    skew = status_of(replica).get("clock_skew")
+    return isinstance(skew, dict) and bool(skew.get("refusing"))
+
+
 def status_of(replica: Replica) -> dict[str, object]:
     row = replica.status_row()
     assert row is not None and row["status"], f"no status row for {replica.id}"
@@ -170,7 +176,10 @@ def test_a_long_stalled_replica_does_not_rerun_pruned_slots(cluster: Cluster) ->
         time.sleep(15)  # a runs every slot and prunes the rows of the older ones
     finally:
         b.cont_group()
-    time.sleep(4)  # b works through the slots it missed
+    resumed = utcnow()
+    # b works through the slots it missed: done once it runs a slot due after the stall
+    wait_until(lambda: [r for r in executed(cluster.runs(), b) if r.slot >= resumed],
+               timeout=20, what="b to run a slot after the stall")
     assert a.alive() and b.alive()
     slots = record.read_text().split()
     twice = sorted({s for s in slots if slots.count(s) > 1})
@@ -305,7 +314,10 @@ def test_a_skewed_replica_refuses_to_claim(cluster: Cluster) -> None:
     wait_until(lambda: len(cluster.store.load_tasks()) == len(names) + 1, what="the apply")
     skewed = cluster.add(env={"RECONCILER_CLOCK_OFFSET": "5s"}).start()
     start = utcnow().replace(microsecond=0) + timedelta(seconds=1)
-    time.sleep(8)
+    # a window of at least 6 slots in which the skewed replica had every chance to claim
+    wait_until(lambda: _refusing(skewed)
+               and len({r.slot for r in cluster.runs() if r.slot >= start}) >= 6,
+               timeout=30, what="six slots run while the skewed replica refuses")
     end = utcnow().replace(microsecond=0) - timedelta(seconds=1)
 
     st = status_of(skewed)
