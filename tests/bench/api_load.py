@@ -109,18 +109,24 @@ async def _sse_churn(port: int, end: float, counts: dict[str, int]) -> None:
             writer.close()
 
 
-async def _load(port: int, seconds: float, idle: int, sse: int) -> dict[str, int]:
+def new_counts() -> dict[str, int]:
+    return {"idle_opened": 0, "idle_closed_by_daemon": 0, "idle_connect_errors": 0,
+            "sse_connect_errors": 0, "sse_errors": 0}
+
+
+async def hostile_load(port: int, seconds: float, idle: int, sse: int,
+                       counts: dict[str, int]) -> None:
+    """``idle`` silent connections and ``sse`` churning event-stream clients on
+    127.0.0.1:``port`` for ``seconds``; what happened is added up in ``counts``."""
     raise_nofile(idle + sse + 256)
     end = time.monotonic() + seconds
-    counts = {"idle_opened": 0, "idle_closed_by_daemon": 0, "idle_connect_errors": 0,
-              "sse_connect_errors": 0, "sse_errors": 0}
     await asyncio.gather(*[_idle_socket(port, end, counts) for _ in range(idle)],
                          *[_sse_churn(port, end, counts) for _ in range(sse)])
-    return counts
 
 
 def load_worker(port: int, seconds: float, idle: int, sse: int, out: str) -> None:
-    counts = asyncio.run(_load(port, seconds, idle, sse))
+    counts = new_counts()
+    asyncio.run(hostile_load(port, seconds, idle, sse, counts))
     Path(out).write_text(json.dumps(counts))
 
 
