@@ -138,6 +138,22 @@ def load_worker(kind: str, base: str, seconds: float, idle: int, out: str,
 # ------------------------------------------------------------------------ bench
 
 
+def wait_ready(base: str, proc: subprocess.Popen[bytes], log: Path, seconds: float) -> None:
+    """Until the daemon's /readyz answers 200; exit with its log if it does not."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(base + "/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise SystemExit("daemon did not start:\n" + log.read_text())
+        time.sleep(0.2)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from reconciler.store import SQLStore
 
@@ -157,16 +173,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         import httpx
 
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit("daemon did not start:\n" + (root / "daemon.log").read_text())
-            time.sleep(0.2)
+        wait_ready(base, proc, root / "daemon.log", 180)
         time.sleep(3)  # let the first busy second pass and the list cache warm up
         load_before = os.getloadavg()[0]
 

@@ -79,8 +79,9 @@ def test_the_api_server_wraps_the_app_by_its_listen_address() -> None:
     servers = [ApiServer(app, "127.0.0.1:0"), ApiServer(app, "0.0.0.0:0"),
                ApiServer(app, "0.0.0.0:0", allowed_hosts=["sched.example.com"])]
     try:
-        assert isinstance(servers[0].server.config.app, HostGuard)
-        assert servers[1].host_policy is None and servers[1].server.config.app is app
+        assert isinstance(servers[0].served, HostGuard)
+        assert servers[1].host_policy is None and servers[1].served is servers[1].bridge
+        assert all(server.bridge.app is app for server in servers)
         guarded = servers[2].host_policy
         assert guarded is not None and guarded.allows("sched.example.com")
         assert not guarded.allows("attacker.example")

@@ -1,0 +1,199 @@
+"""Connection and request limits of the API server, and probes that answer under load.
+
+Enforced before the app sees a request (all on the server's event loop):
+
+* **Request-head timeout**: a connection must deliver a complete request head within
+  ``head_timeout`` of being opened or of its previous response (keep-alive); otherwise
+  it is closed. Idle sockets and slowly dripped headers cannot pile up.
+* **Connections per client address**: past ``per_client`` open connections from one
+  address, a new connection from it is answered only for ``/healthz`` and ``/readyz``;
+  any other request on it gets ``503`` and the connection is closed.
+* **Connections in all**: past ``max_connections`` a new connection is answered
+  ``503`` at once, without reading it, and closed.
+* **Requests in flight**: past ``max_requests`` requests being answered (probes not
+  counted), a request gets ``503``.
+* **Streams**: the event stream and followed run logs count against ``max_streams``
+  in all and ``streams_per_client`` per address; past either, ``503``.
+
+``/healthz`` and ``/readyz`` are never refused by the request and stream limits, and a
+client over its connection cap may still ask them, so a liveness probe keeps passing
+while the limits turn an attacker away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import h11
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+log = logging.getLogger("reconciler.api")
+
+PROBES = frozenset({"/healthz", "/readyz"})
+REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+           b"content-length: 20\r\nretry-after: 1\r\nconnection: close\r\n\r\n"
+           b"too many connections")
+
+
+@dataclass(frozen=True)
+class Limits:
+    head_timeout: float = 5.0
+    max_connections: int = 4096
+    per_client: int = 64
+    max_requests: int = 256
+    max_streams: int = 128
+    streams_per_client: int = 8
+
+
+def is_stream(path: str) -> bool:
+    """The event stream and a run's followed log (``/api/v1/runs/<id>/log``)."""
+    return path == "/api/v1/events" or (path.startswith("/api/v1/runs/")
+                                        and path.endswith("/log"))
+
+
+class LoadState:
+    """What is open right now, shared by the protocol and :class:`LoadGuard`."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.connections: Counter[str] = Counter()
+        self.streams: Counter[str] = Counter()
+        self.requests = 0
+        self.refused: Counter[str] = Counter()
+        self._warned = 0.0
+
+    def refuse(self, why: str, client: str) -> None:
+        """Count a refusal; log at most one warning every 10 s."""
+        self.refused[why] += 1
+        now = time.monotonic()
+        if now - self._warned >= 10:
+            self._warned = now
+            log.warning("API: refusing connections or requests (%s, from %s); refused so "
+                        "far: %s", why, client, dict(self.refused))
+
+
+async def unavailable(send: Send, message: bytes) -> None:
+    await send({"type": "http.response.start", "status": 503, "headers": [
+        (b"content-type", b"text/plain; charset=utf-8"), (b"retry-after", b"1"),
+        (b"connection", b"close"), (b"content-length", str(len(message)).encode())]})
+    await send({"type": "http.response.body", "body": message})
+
+
+class LoadGuard:
+    """Pure ASGI: the request, stream and per-connection probe-only limits."""
+
+    def __init__(self, app: ASGIApp, state: LoadState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PROBES:
+            await self.app(scope, receive, send)
+            return
+        state, limits = self.state, self.state.limits
+        client = scope["client"][0] if scope.get("client") else ""
+        if state.requests >= limits.max_requests:
+            state.refuse("requests in flight", client)
+            await unavailable(send, b"too many requests in flight")
+            return
+        stream = is_stream(scope["path"])
+        if stream and (sum(state.streams.values()) >= limits.max_streams
+                       or state.streams[client] >= limits.streams_per_client):
+            state.refuse("streams", client)
+            await unavailable(send, b"too many open streams")
+            return
+        state.requests += 1
+        if stream:
+            state.streams[client] += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            state.requests -= 1
+            if stream:
+                state.streams[client] -= 1
+                if state.streams[client] <= 0:
+                    del state.streams[client]
+
+
+class GuardedProtocol(H11Protocol):
+    """uvicorn's h11 protocol with the head timeout and the connection caps.
+
+    ``load`` is set on a subclass per server (:func:`protocol_for`).
+    """
+
+    load: LoadState
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._address = ""
+        self._counted = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        load = self.load
+        self._address = self.client[0] if self.client else ""
+        if len(self.connections) > load.limits.max_connections:
+            load.refuse("connections in all", self._address)
+            transport.write(REFUSAL)
+            transport.close()
+            return
+        self._counted = True
+        load.connections[self._address] += 1
+        if load.connections[self._address] > load.limits.per_client:
+            self.app = self._probes_only
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        if self._counted:
+            self._counted = False
+            counts = self.load.connections
+            counts[self._address] -= 1
+            if counts[self._address] <= 0:
+                del counts[self._address]
+        super().connection_lost(exc)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.conn.their_state is not h11.IDLE:  # a complete request head arrived
+            self._cancel_head_timer()
+
+    async def _probes_only(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app of a connection over its address's cap: probes only."""
+        if scope["type"] == "http" and scope["path"] in PROBES:
+            await self.config.loaded_app(scope, receive, send)
+            return
+        self.load.refuse("connections per client", self._address)
+        await unavailable(send, b"too many connections from this address")
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+            self._arm_head_timer()
+
+    def _arm_head_timer(self) -> None:
+        self._cancel_head_timer()
+        self._head_timer = self.loop.call_later(self.load.limits.head_timeout,
+                                                self._head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+
+def protocol_for(load: LoadState) -> type[GuardedProtocol]:
+    """A protocol class bound to one server's :class:`LoadState`."""
+    return type("GuardedProtocol", (GuardedProtocol,), {"load": load})
