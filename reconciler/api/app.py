@@ -17,7 +17,7 @@ import functools
 import ipaddress
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -51,6 +51,7 @@ from reconciler.core.model import NAME_PATTERN
 from reconciler.core.redaction import redact
 from reconciler.core.runtime import RunRecord, RunStatus
 from reconciler.core.schedule import Schedule
+from reconciler.service.operations import Caller
 
 log = logging.getLogger("reconciler.api")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -397,18 +398,9 @@ def create_app(ctx: ApiContext | None) -> FastAPI:
 
     # --------------------------------------------------------------- audit
 
-    async def audit(request: Request, actor: str, action: str, target: str, outcome: str,
-                    detail: Mapping[str, Any] | None = None) -> None:
-        c = context()
-        client = request.client.host if request.client else None
-        detail = redact(detail)
-        log.info("API: %s %s %s by %s: %s", action, target, detail or "", actor, outcome)
-        try:
-            await read(c.store.add_audit, at=c.clock.now(), actor=actor, action=action,
-                       target=target, outcome=outcome, client=client, detail=detail)
-        except ReconcilerError as exc:
-            log.error("could not write the audit row for %s %s by %s: %s", action, target,
-                      actor, exc)
+    def caller(request: Request, actor: str) -> Caller:
+        """Who asks, for the operation's audit row and run reasons."""
+        return Caller(actor, request.client.host if request.client else None, "API")
 
     def json(doc: Any, status: int = 200) -> JSONResponse:
         return JSONResponse(doc, status_code=status)
@@ -623,13 +615,8 @@ def create_app(ctx: ApiContext | None) -> FastAPI:
               summary="Run the task now")
     async def trigger(name: TaskName, request: Request, actor: Writer) -> JSONResponse:
         c = context()
-        try:
-            record = await c.ops.trigger(name, actor)
-        except ApiError as exc:
-            await audit(request, actor, "trigger", name, exc.code)
-            raise
+        record = await c.ops.trigger(name, caller(request, actor))
         live = c.ops.live_run(name, record.id) is not None
-        await audit(request, actor, "trigger", name, "ok", {"run": record.id})
         return json({"run": run_doc(record, live=live), "changed": True}, 202)
 
     @app.post("/api/v1/tasks/{name}/suspend", tags=["mutations"],
@@ -641,9 +628,7 @@ def create_app(ctx: ApiContext | None) -> FastAPI:
     ) -> JSONResponse:
         c = context()
         note = body.note if body is not None else None
-        row, changed = await c.ops.suspend(name, note, actor)
-        await audit(request, actor, "suspend", name, "ok" if changed else "unchanged",
-                    {"note": note})
+        row, changed = await c.ops.suspend(name, note, caller(request, actor))
         c.index.upsert(row)
         return json({"task": c.index.summary(name), "changed": changed, "run": None})
 
@@ -656,11 +641,10 @@ def create_app(ctx: ApiContext | None) -> FastAPI:
     ) -> JSONResponse:
         c = context()
         catch_up = body.catchUp if body is not None else False
-        row, changed, run = await c.ops.resume(name, catch_up, actor)
-        await audit(request, actor, "resume", name, "ok" if changed else "unchanged",
-                    {"catchUp": catch_up, "run": run.id if run else None})
-        c.index.upsert(row)
-        return json({"task": c.index.summary(name), "changed": changed,
+        result = await c.ops.resume(name, catch_up, caller(request, actor))
+        c.index.upsert(result.task)
+        run = result.run
+        return json({"task": c.index.summary(name), "changed": result.changed,
                      "run": None if run is None else run_doc(run)})
 
     @app.post("/api/v1/runs/{run_id}/cancel", tags=["mutations"],
@@ -668,14 +652,8 @@ def create_app(ctx: ApiContext | None) -> FastAPI:
               summary="Cancel a pending or running run (idempotent)")
     async def cancel(run_id: RunId, request: Request, actor: Writer) -> JSONResponse:
         c = context()
-        try:
-            record, changed = await c.ops.cancel(run_id, actor)
-        except ApiError as exc:
-            await audit(request, actor, "cancel", f"run/{run_id}", exc.code)
-            raise
+        record, changed = await c.ops.cancel(run_id, caller(request, actor))
         live = live_of(record) is not None
-        await audit(request, actor, "cancel", f"run/{run_id}", "ok" if changed else "unchanged",
-                    {"task": record.task_name})
         return json({"run": run_doc(record, live=live), "changed": changed},
                     202 if live else 200)
 

@@ -17,6 +17,7 @@ from reconciler.api.index import TaskIndex
 from reconciler.api.metrics import Metrics
 from reconciler.core.clock import Clock, SystemClock
 from reconciler.core.runtime import ActualTask, RunRecord
+from reconciler.service.operations import Caller, ResumeResult
 from reconciler.store import SQLStore
 
 MAX_BODY = 64 * 1024
@@ -52,15 +53,16 @@ class Operations(Protocol):
     def status_info(self) -> dict[str, Any]:
         """``mode``, ``writer``, ``lastReconcile``, ``manifestErrors``, ``refusals``."""
 
-    async def trigger(self, name: str, actor: str) -> RunRecord: ...
+    # The mutations are reconciler.service.operations.TaskOperations, with their audit rows.
 
-    async def suspend(self, name: str, note: str | None, actor: str) -> tuple[ActualTask, bool]:
-        ...
+    async def trigger(self, name: str, caller: Caller) -> RunRecord: ...
 
-    async def resume(self, name: str, catch_up: bool, actor: str
-                     ) -> tuple[ActualTask, bool, RunRecord | None]: ...
+    async def suspend(self, name: str, note: str | None, caller: Caller
+                      ) -> tuple[ActualTask, bool]: ...
 
-    async def cancel(self, run_id: int, actor: str) -> tuple[RunRecord, bool]: ...
+    async def resume(self, name: str, catch_up: bool, caller: Caller) -> ResumeResult: ...
+
+    async def cancel(self, run_id: int, caller: Caller) -> tuple[RunRecord, bool]: ...
 
     async def plan(self) -> dict[str, Any]:
         """The :class:`~reconciler.api.models.PlanResponse` document."""

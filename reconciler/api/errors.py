@@ -17,7 +17,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from reconciler.core.errors import DuplicateRunError, StoreError, TaskNotFoundError
+from reconciler.core.errors import (
+    DuplicateRunError,
+    OperationRefused,
+    StoreError,
+    TaskNotFoundError,
+)
 
 log = logging.getLogger("reconciler.api")
 
@@ -115,6 +120,10 @@ def install_handlers(app: FastAPI) -> None:
         assert isinstance(exc, TaskNotFoundError)
         return error_response(404, f"task {exc.name!r} not found")
 
+    async def refused(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, OperationRefused)
+        return error_response(exc.status, exc.message, exc.code)
+
     async def duplicate(_request: Request, exc: Exception) -> JSONResponse:
         return error_response(409, str(exc))
 
@@ -131,5 +140,6 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(TaskNotFoundError, not_found)
     app.add_exception_handler(DuplicateRunError, duplicate)
+    app.add_exception_handler(OperationRefused, refused)
     app.add_exception_handler(StoreError, store_error)
     app.add_exception_handler(Exception, internal)

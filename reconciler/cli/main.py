@@ -8,6 +8,7 @@ changes are pending and 1 on errors (invalid manifests, unreachable database);
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -604,80 +605,49 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_trigger(args: argparse.Namespace) -> int:
-    from reconciler.core.errors import TaskNotFoundError
-    from reconciler.core.protocols import NewRun
-    from reconciler.core.runtime import RunStatus, Trigger
+def _operations(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The operations on the database (no daemon at hand: runs become pending rows
+    that the daemon starts), and the caller: the OS user, client ``cli``."""
+    from reconciler.core.clock import SystemClock
+    from reconciler.service import default_actor
+    from reconciler.service.operations import Caller, TaskOperations
 
-    store = _store(args.database)
-    if store.get_task(args.name) is None:
-        raise TaskNotFoundError(args.name)
-    run = store.insert_run(NewRun(task_name=args.name, slot=datetime.now(UTC), attempt=1,
-                                  trigger=Trigger.MANUAL, status=RunStatus.PENDING))
-    _audit(store, "trigger", args.name, {"run": run.id})
+    return TaskOperations(_store(args.database), SystemClock()), Caller(
+        default_actor(), "cli", "CLI")
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    ops, caller = _operations(args)
+    run = asyncio.run(ops.trigger(args.name, caller))
     print(f"run {run.id} of {args.name} queued; the daemon starts it within a second")
     return EXIT_OK
 
 
 def cmd_suspend(args: argparse.Namespace) -> int:
-    from reconciler.core.runtime import SuspendOverride
-    from reconciler.service import default_actor
-
-    store = _store(args.database)
-    task = store.set_override(
-        args.name, SuspendOverride(True, args.note, default_actor(), datetime.now(UTC))
-    )
-    _audit(store, "suspend", task.name, {"note": args.note})
-    print(f"{task.name} suspended" + (f": {args.note}" if args.note else ""))
+    ops, caller = _operations(args)
+    task, changed = asyncio.run(ops.suspend(args.name, args.note, caller))
+    if not changed:
+        print(f"{task.name} was already suspended (nothing changed)")
+    else:
+        print(f"{task.name} suspended" + (f": {args.note}" if args.note else ""))
     return EXIT_OK
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from reconciler.core.errors import TaskNotFoundError
-    from reconciler.core.protocols import NewRun
-    from reconciler.core.runtime import RunStatus, SuspendOverride, Trigger
-    from reconciler.core.schedule import Schedule
-    from reconciler.service import default_actor
-
-    store = _store(args.database)
-    task = store.get_task(args.name)
-    if task is None:
-        raise TaskNotFoundError(args.name)
-    now = datetime.now(UTC)
-    if task.suspended_in_git:
-        store.set_override(args.name, SuspendOverride(False, None, default_actor(), now))
+    ops, caller = _operations(args)
+    result = asyncio.run(ops.resume(args.name, args.catch_up, caller))
+    if not result.changed:
+        print(f"{args.name} was not suspended (nothing changed)")
+        return EXIT_OK
+    if result.task.suspended_in_git:
         print(f"{args.name} resumed (overrides suspend: true in git until the next change)")
     else:
-        store.set_override(args.name, None)
         print(f"{args.name} resumed")
-    run_id: int | None = None
-    if args.catch_up:
-        slot = Schedule.parse(task.schedule, task.time_zone).previous_before(now)
-        if slot is None:
-            print("no earlier slot to catch up")
-        else:
-            attempt = store.next_attempt(args.name, slot)
-            run = store.insert_run(NewRun(task_name=args.name, slot=slot, attempt=attempt,
-                                          trigger=Trigger.CATCH_UP, status=RunStatus.PENDING))
-            run_id = run.id
-            print(f"run {run.id} queued for the missed slot {slot.isoformat()}")
-    _audit(store, "resume", args.name, {"catchUp": args.catch_up, "run": run_id})
+    if result.run is not None:
+        print(f"run {result.run.id} queued for the missed slot {result.run.slot.isoformat()}")
+    elif args.catch_up:
+        print(f"no catch-up run: {result.no_catch_up}")
     return EXIT_OK
-
-
-def _audit(store: Any, action: str, target: str, detail: dict[str, Any]) -> None:
-    """The same audit row the API writes, with the OS user as actor and ``cli`` as client.
-
-    The action itself is done by then; a failed audit write is reported, not raised.
-    """
-    from reconciler.core.errors import ReconcilerError
-    from reconciler.service import default_actor
-
-    try:
-        store.add_audit(at=datetime.now(UTC), actor=default_actor(), action=action,
-                        target=target, outcome="ok", client="cli", detail=detail)
-    except ReconcilerError as exc:
-        print(f"warning: could not write the audit row: {exc}", file=sys.stderr)
 
 
 # ------------------------------------------------------- the same commands over HTTP

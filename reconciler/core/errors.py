@@ -45,6 +45,17 @@ class TaskNotFoundError(StoreError):
         self.name = name
 
 
+class OperationRefused(ReconcilerError):
+    """An operation (trigger, cancel, ...) that its rules refuse; ``status`` is the HTTP
+    status the API answers with (the CLI exits 1), ``code`` the error code."""
+
+    def __init__(self, message: str, *, status: int = 409, code: str = "conflict") -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+
+
 class GitError(ReconcilerError):
     """A git operation (revision detection, reading a ref) failed."""
 

@@ -99,30 +99,36 @@ def _late(policy: TaskPolicy, slot: datetime, now: datetime) -> str | None:
     return None
 
 
+def concurrency_verdict(policy: ConcurrencyPolicy, active: int) -> Verdict:
+    """The concurrency policy, for a run that would start while ``active`` runs of its
+    task are active or starting: Forbid skips it, Replace replaces them, Allow runs."""
+    if not active or policy is ConcurrencyPolicy.ALLOW:
+        return Verdict.RUN
+    if policy is ConcurrencyPolicy.FORBID:
+        return Verdict.SKIPPED
+    return Verdict.REPLACE
+
+
+_CONCURRENCY_REASONS = {Verdict.SKIPPED: "previous run active",
+                        Verdict.REPLACE: "replaces the previous run"}
+
+
 def decide_slot(policy: TaskPolicy, slot: datetime, now: datetime, active: int) -> SlotDecision:
     """What to do with a slot that has come due at ``now``."""
     reason = _late(policy, slot, now)
     if reason is not None:
         return SlotDecision(slot, Verdict.MISSED, reason=reason)
-    if active:
-        if policy.concurrency is ConcurrencyPolicy.FORBID:
-            return SlotDecision(slot, Verdict.SKIPPED, reason="previous run active")
-        if policy.concurrency is ConcurrencyPolicy.REPLACE:
-            return SlotDecision(slot, Verdict.REPLACE, reason="replaces the previous run")
-    return SlotDecision(slot, Verdict.RUN)
+    verdict = concurrency_verdict(policy.concurrency, active)
+    return SlotDecision(slot, verdict, reason=_CONCURRENCY_REASONS.get(verdict))
 
 
 def decide_trigger(policy: TaskPolicy, slot: datetime, active: int,
                    trigger: Trigger = Trigger.MANUAL) -> SlotDecision:
     """What to do with a run asked for now (a manual trigger, an operator's catch-up,
     a pending row): the concurrency policy, and no ``startingDeadline`` (it was asked
-    for now). Forbid with a run active or starting: skipped; Replace: replace it."""
-    if active:
-        if policy.concurrency is ConcurrencyPolicy.FORBID:
-            return SlotDecision(slot, Verdict.SKIPPED, trigger, "previous run active")
-        if policy.concurrency is ConcurrencyPolicy.REPLACE:
-            return SlotDecision(slot, Verdict.REPLACE, trigger, "replaces the previous run")
-    return SlotDecision(slot, Verdict.RUN, trigger)
+    for now)."""
+    verdict = concurrency_verdict(policy.concurrency, active)
+    return SlotDecision(slot, verdict, trigger, _CONCURRENCY_REASONS.get(verdict))
 
 
 def recover_missed(

@@ -18,20 +18,19 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reconciler.api import ApiContext, ApiError, ApiObserver, EventHub, Metrics, TaskIndex
+from reconciler.api import ApiContext, ApiObserver, EventHub, Metrics, TaskIndex
 from reconciler.api.auth import TokenStore
 from reconciler.api.metrics import ZOOKEEPER_STATES
-from reconciler.core.errors import DuplicateRunError, ReconcilerError, TaskNotFoundError
-from reconciler.core.model import ConcurrencyPolicy
+from reconciler.core.errors import ReconcilerError
 from reconciler.core.plan_document import plan_document
-from reconciler.core.protocols import NewRun
-from reconciler.core.runtime import ActualTask, RunRecord, RunStatus, SuspendOverride, Trigger
-from reconciler.core.schedule import Schedule
+from reconciler.core.runtime import ActualTask, RunRecord
+from reconciler.daemon.host import SchedulerHost
 from reconciler.daemon.scheduler import ActiveRun
+from reconciler.service.operations import Caller, ResumeResult, TaskOperations
 
 if TYPE_CHECKING:
     from reconciler.api.server import ApiServer
@@ -51,6 +50,9 @@ class DaemonOperations:
         self.replica = daemon.config.replica
         self._plan: tuple[float, int, dict[str, Any]] | None = None
         self._plan_lock = asyncio.Lock()
+        self.tasks = TaskOperations(
+            daemon.store, daemon.clock, call=daemon.worker.call,
+            host=SchedulerHost(daemon.scheduler, api.observer, self.replica))
 
     # ------------------------------------------------------------------- reads
 
@@ -145,134 +147,20 @@ class DaemonOperations:
             return doc
 
     # --------------------------------------------------------------- mutations
+    # Written once in reconciler.service.operations, shared with the CLI.
 
-    async def _row(self, name: str) -> ActualTask:
-        row: ActualTask | None = await self.d.worker.call(self.d.store.get_task, name)
-        if row is None:
-            raise TaskNotFoundError(name)
-        return row
+    async def trigger(self, name: str, caller: Caller) -> RunRecord:
+        return await self.tasks.trigger(name, caller)
 
-    async def _start_pending(self, name: str, pending: RunRecord, trigger: Trigger
-                             ) -> RunRecord:
-        """Start a pending row now (or learn what became of it: the poll loop may win)."""
-        self.api.observer.run_recorded(pending)
-        started = await self.d.scheduler.trigger(name, existing=pending, trigger=trigger)
-        if started is not None:
-            return started
-        current = await self.d.worker.call(self.d.store.get_run, pending.id)
-        return current or pending
-
-    async def trigger(self, name: str, actor: str) -> RunRecord:
-        d = self.d
-        state = d.scheduler.tasks.get(name)
-        if state is None:
-            await self._row(name)  # 404 when there is no such task
-            raise ApiError(409, f"task {name!r} cannot run: its stored spec is not usable "
-                                "by this daemon (see the daemon log)")
-        if not d.scheduler.accepting:
-            raise ApiError(503, "the daemon is shutting down", "shutting_down")
-        if state.busy and state.policy.concurrency is ConcurrencyPolicy.FORBID:
-            raise ApiError(409, f"{name}: a run is active and concurrencyPolicy is Forbid")
-        slot = d.clock.now()
-        for _ in range(100):  # two triggers within the same microsecond: the next one
-            try:
-                pending = await d.worker.call(d.store.insert_run, NewRun(
-                    task_name=name, slot=slot, attempt=1, trigger=Trigger.MANUAL,
-                    status=RunStatus.PENDING, reason=f"triggered by {actor} (API)",
-                    generation=state.policy.generation,
-                ))
-                break
-            except DuplicateRunError:
-                slot += timedelta(microseconds=1)
-        else:
-            raise ApiError(409, f"{name}: too many triggers at {slot.isoformat()}")
-        record = await self._start_pending(name, pending, Trigger.MANUAL)
-        if record.status is RunStatus.SKIPPED:
-            raise ApiError(409, f"{name}: a run is active and concurrencyPolicy is Forbid "
-                                f"(run {record.id} recorded as skipped)")
-        return record
-
-    async def suspend(self, name: str, note: str | None, actor: str
+    async def suspend(self, name: str, note: str | None, caller: Caller
                       ) -> tuple[ActualTask, bool]:
-        d = self.d
-        row = await self._row(name)
-        if row.suspended:
-            return row, False
-        row = await d.worker.call(d.store.set_override, name,
-                                  SuspendOverride(True, note, actor, d.clock.now()))
-        await d.scheduler.sync([row], full=False)
-        return row, True
+        return await self.tasks.suspend(name, note, caller)
 
-    async def resume(self, name: str, catch_up: bool, actor: str
-                     ) -> tuple[ActualTask, bool, RunRecord | None]:
-        d = self.d
-        before = await self._row(name)
-        if not before.suspended:
-            return before, False, None
-        if before.suspended_in_git:
-            override: SuspendOverride | None = SuspendOverride(False, None, actor,
-                                                               d.clock.now())
-        else:
-            override = None
-        row = await d.worker.call(d.store.set_override, name, override)
-        await d.scheduler.sync([row], full=False)
-        run = None
-        if catch_up:
-            run = await self._catch_up(row, before, actor)
-        return row, True, run
+    async def resume(self, name: str, catch_up: bool, caller: Caller) -> ResumeResult:
+        return await self.tasks.resume(name, catch_up, caller)
 
-    async def _catch_up(self, row: ActualTask, before: ActualTask, actor: str
-                        ) -> RunRecord | None:
-        d = self.d
-        now = d.clock.now()
-        try:
-            slot = Schedule.parse(row.schedule, row.time_zone).previous_before(now)
-        except ReconcilerError:
-            return None
-        since = before.override.at if before.override and before.override.suspended else None
-        if slot is None or (since is not None and slot < since):
-            return None  # no slot came while it was suspended
-        attempt = await d.worker.call(d.store.next_attempt, row.name, slot)
-        pending = await d.worker.call(d.store.insert_run, NewRun(
-            task_name=row.name, slot=slot, attempt=attempt, trigger=Trigger.CATCH_UP,
-            status=RunStatus.PENDING, reason=f"catch-up on resume by {actor} (API)",
-        ))
-        return await self._start_pending(row.name, pending, Trigger.CATCH_UP)
-
-    async def cancel(self, run_id: int, actor: str) -> tuple[RunRecord, bool]:
-        d = self.d
-        record = await d.worker.call(d.store.get_run, run_id)
-        if record is None:
-            raise ApiError(404, f"run {run_id} not found")
-        if record.status.finished:
-            if record.status is RunStatus.CANCELLED:
-                return record, False
-            raise ApiError(409, f"run {run_id} already finished: {record.status}")
-        live = self.live_run(record.task_name, run_id)
-        if live is not None:
-            if live.cancel.is_set():
-                return live.record, False
-            live.cancel_status = RunStatus.CANCELLED
-            live.cancel_reason = f"cancelled by {actor} (API)"
-            live.cancel.set()
-            return live.record, True
-        if record.status is RunStatus.PENDING and record.replica is None:
-            ok = await d.worker.call(
-                d.store.claim_pending_run, run_id, replica=self.replica, fencing_token=None,
-                started_at=d.clock.now(), status=RunStatus.CANCELLED,
-                reason=f"cancelled by {actor} (API) before it started",
-            )
-            current = await d.worker.call(d.store.get_run, run_id)
-            if ok and current is not None:
-                self.api.observer.run_recorded(current)
-                return current, True
-            if current is not None and self.live_run(current.task_name, run_id) is not None:
-                return await self.cancel(run_id, actor)  # the scheduler took it meanwhile
-            if current is not None and current.status.finished:
-                return current, False
-        where = f"replica {record.replica}" if record.replica else "no replica yet"
-        raise ApiError(409, f"run {run_id} is {record.status} on {where}, not on this one "
-                            f"({self.replica}); cancel it there")
+    async def cancel(self, run_id: int, caller: Caller) -> tuple[RunRecord, bool]:
+        return await self.tasks.cancel(run_id, caller)
 
 
 class DaemonApi:

@@ -1,0 +1,334 @@
+"""The operations on tasks and runs, written once: trigger, suspend, resume, cancel.
+
+The CLI against the database, the HTTP API and the daemon all call
+:class:`TaskOperations`; the CLI against a server calls the API, which calls this.
+Each operation checks what it must, writes its rows, leaves one audit row (one
+writer for every client) and, inside a daemon, hands the run to the scheduler through
+the :class:`RunHost` port. Without a daemon (the CLI on the database) a run is a
+``pending`` row that the daemon's poll loop starts within a second.
+
+The rules, the same from every door:
+
+* **trigger** follows the task's concurrency policy. Forbid with a run active (or
+  starting) is refused (exit 1, HTTP 409), Replace cancels the active run, Allow
+  overlaps. Without a daemon at hand the active runs are read from the run rows.
+* **suspend** and **resume** are idempotent: suspending a suspended task, or resuming
+  one that is not suspended, changes nothing and says so (exit 0, no run).
+* **resume with catch-up** runs the newest slot that came while the task was
+  suspended, if one did.
+* **cancel** stops a live run of this daemon, or a pending run nobody took yet.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, ParamSpec, Protocol, TypeVar
+
+from reconciler.core.clock import Clock
+from reconciler.core.errors import (
+    DuplicateRunError,
+    OperationRefused,
+    ReconcilerError,
+    TaskNotFoundError,
+)
+from reconciler.core.model import ConcurrencyPolicy, TaskManifest
+from reconciler.core.protocols import NewRun
+from reconciler.core.redaction import redact
+from reconciler.core.runtime import ActualTask, RunRecord, RunStatus, SuspendOverride, Trigger
+from reconciler.core.schedule import Schedule
+from reconciler.core.scheduling import Verdict, concurrency_verdict
+
+log = logging.getLogger("reconciler.operations")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+#: How a store call is made: on a worker thread in the daemon, inline in the CLI.
+StoreCall = Callable[..., Awaitable[Any]]
+#: Rows that stand for a run that may be executing (the CLI's view of "active").
+ACTIVE = (RunStatus.RUNNING,)
+
+
+class OperationsStore(Protocol):
+    """The store calls the operations make (a subset of the store's ports)."""
+
+    def get_task(self, name: str, *, include_deleted: bool = False) -> ActualTask | None: ...
+
+    def set_override(self, name: str, override: SuspendOverride | None) -> ActualTask: ...
+
+    def insert_run(self, run: NewRun) -> RunRecord: ...
+
+    def get_run(self, run_id: int) -> RunRecord | None: ...
+
+    def list_runs(self, task_name: str | None = None, *, limit: int = 50,
+                  statuses: Sequence[RunStatus] = ()) -> list[RunRecord]: ...
+
+    def next_attempt(self, task_name: str, slot: datetime) -> int: ...
+
+    def claim_pending_run(self, run_id: int, *, replica: str, fencing_token: int | None,
+                          started_at: datetime, status: RunStatus = RunStatus.RUNNING,
+                          reason: str | None = None) -> bool: ...
+
+    def add_audit(self, *, at: datetime, actor: str, action: str, target: str | None,
+                  outcome: str, client: str | None = None,
+                  detail: Mapping[str, Any] | None = None) -> int: ...
+
+
+class RunHost(Protocol):
+    """The daemon's side: its scheduler, for the operations that run in it."""
+
+    replica: str
+
+    def accepting(self) -> bool:
+        """False while the daemon shuts down."""
+
+    def policy(self, task: str) -> ConcurrencyPolicy | None:
+        """The task's policy as the scheduler knows it; None: it cannot run it."""
+
+    def busy(self, task: str) -> int:
+        """Runs of the task active or being started in this daemon."""
+
+    async def start_pending(self, task: str, pending: RunRecord) -> RunRecord | None:
+        """Start a pending row now (None: it was not started here)."""
+
+    async def synced(self, row: ActualTask) -> None:
+        """The task's row changed (suspend/resume): re-plan it."""
+
+    def cancel_live(self, task: str, run_id: int, reason: str) -> tuple[RunRecord, bool] | None:
+        """Cancel a run executing here: (record, changed), or None when not live here."""
+
+    def recorded(self, record: RunRecord) -> None:
+        """A run row was written or changed by an operation (for the API's views)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who asks: ``actor`` (token name or ``user@host``), the ``client`` for the audit
+    row (an address, or ``cli``) and ``via`` for run reasons ("API", "CLI")."""
+
+    actor: str
+    client: str | None = None
+    via: str = "API"
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeResult:
+    task: ActualTask
+    changed: bool
+    run: RunRecord | None = None
+    #: Why no catch-up run was made although one was asked for (None otherwise).
+    no_catch_up: str | None = None
+
+
+async def _inline(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    return fn(*args, **kwargs)
+
+
+class TaskOperations:
+    """trigger, suspend, resume and cancel, with their audit rows (see the module)."""
+
+    def __init__(self, store: OperationsStore, clock: Clock, *,
+                 call: StoreCall = _inline, host: RunHost | None = None) -> None:
+        self.store = store
+        self.clock = clock
+        self.call = call
+        self.host = host
+
+    # ------------------------------------------------------------------ audit
+
+    async def audit(self, caller: Caller, action: str, target: str, outcome: str,
+                    detail: Mapping[str, Any] | None = None) -> None:
+        """The audit row of an operation (written after it; a failure is logged)."""
+        detail = redact(dict(detail)) if detail else None
+        log.info("%s: %s %s %s by %s: %s", caller.via, action, target, detail or "",
+                 caller.actor, outcome)
+        try:
+            await self.call(self.store.add_audit, at=self.clock.now(), actor=caller.actor,
+                            action=action, target=target, outcome=outcome,
+                            client=caller.client, detail=detail)
+        except ReconcilerError as exc:
+            log.error("could not write the audit row for %s %s by %s: %s", action, target,
+                      caller.actor, exc)
+
+    async def _task(self, name: str) -> ActualTask:
+        row: ActualTask | None = await self.call(self.store.get_task, name)
+        if row is None:
+            raise TaskNotFoundError(name)
+        return row
+
+    # ---------------------------------------------------------------- trigger
+
+    async def trigger(self, name: str, caller: Caller) -> RunRecord:
+        """Run a task now, by its concurrency policy (see the module)."""
+        try:
+            record = await self._trigger(name, caller)
+        except OperationRefused as exc:
+            await self.audit(caller, "trigger", name, exc.code)
+            raise
+        await self.audit(caller, "trigger", name, "ok", {"run": record.id})
+        return record
+
+    async def _trigger(self, name: str, caller: Caller) -> RunRecord:
+        row = await self._task(name)
+        policy = await self._policy(row)
+        if self.host is not None and not self.host.accepting():
+            raise OperationRefused("the daemon is shutting down", status=503,
+                                   code="shutting_down")
+        busy = await self._busy(name)
+        if concurrency_verdict(policy, busy) is Verdict.SKIPPED:
+            raise OperationRefused(f"{name}: a run is active and concurrencyPolicy is Forbid")
+        pending = await self._insert_pending(row, caller)
+        if self.host is None:
+            return pending  # the daemon's poll loop starts it
+        self.host.recorded(pending)
+        started = await self.host.start_pending(name, pending)
+        record = started or await self.call(self.store.get_run, pending.id) or pending
+        if record.status is RunStatus.SKIPPED:
+            raise OperationRefused(f"{name}: a run is active and concurrencyPolicy is Forbid "
+                                   f"(run {record.id} recorded as skipped)")
+        return record
+
+    async def _policy(self, row: ActualTask) -> ConcurrencyPolicy:
+        if self.host is not None:
+            policy = self.host.policy(row.name)
+            if policy is None:
+                raise OperationRefused(f"task {row.name!r} cannot run: its stored spec is not "
+                                       "usable by this daemon (see the daemon log)")
+            return policy
+        try:
+            manifest = TaskManifest.model_validate(row.document)
+        except ValueError as exc:
+            raise OperationRefused(f"task {row.name!r} cannot run: its stored spec is not "
+                                   f"usable: {exc}") from None
+        return ConcurrencyPolicy(manifest.spec.concurrency_policy)
+
+    async def _busy(self, name: str) -> int:
+        if self.host is not None:
+            return self.host.busy(name)
+        active = await self.call(self.store.list_runs, name, limit=1, statuses=list(ACTIVE))
+        return len(active)
+
+    async def _insert_pending(self, row: ActualTask, caller: Caller) -> RunRecord:
+        slot = self.clock.now()
+        for _ in range(100):  # two triggers within the same microsecond: the next one
+            try:
+                record: RunRecord = await self.call(self.store.insert_run, NewRun(
+                    task_name=row.name, slot=slot, attempt=1, trigger=Trigger.MANUAL,
+                    status=RunStatus.PENDING,
+                    reason=f"triggered by {caller.actor} ({caller.via})",
+                    generation=row.generation,
+                ))
+                return record
+            except DuplicateRunError:
+                slot += timedelta(microseconds=1)
+        raise OperationRefused(f"{row.name}: too many triggers at {slot.isoformat()}")
+
+    # ---------------------------------------------------------- suspend/resume
+
+    async def suspend(self, name: str, note: str | None, caller: Caller
+                      ) -> tuple[ActualTask, bool]:
+        """Suspend at run time; (row, changed): False when it already was."""
+        row = await self._task(name)
+        changed = not row.suspended
+        if changed:
+            row = await self.call(self.store.set_override, name,
+                                  SuspendOverride(True, note, caller.actor, self.clock.now()))
+            if self.host is not None:
+                await self.host.synced(row)
+        await self.audit(caller, "suspend", name, "ok" if changed else "unchanged",
+                         {"note": note})
+        return row, changed
+
+    async def resume(self, name: str, catch_up: bool, caller: Caller) -> ResumeResult:
+        """Resume a task suspended at run time or in git; a task that is not suspended
+        is left alone (no catch-up run either)."""
+        before = await self._task(name)
+        if not before.suspended:
+            await self.audit(caller, "resume", name, "unchanged",
+                             {"catchUp": catch_up, "run": None})
+            return ResumeResult(before, False)
+        override = (SuspendOverride(False, None, caller.actor, self.clock.now())
+                    if before.suspended_in_git else None)
+        row = await self.call(self.store.set_override, name, override)
+        if self.host is not None:
+            await self.host.synced(row)
+        run, why = await self._catch_up(row, before, caller) if catch_up else (None, None)
+        await self.audit(caller, "resume", name, "ok",
+                         {"catchUp": catch_up, "run": run.id if run else None})
+        return ResumeResult(row, True, run, why)
+
+    async def _catch_up(self, row: ActualTask, before: ActualTask, caller: Caller
+                        ) -> tuple[RunRecord | None, str | None]:
+        now = self.clock.now()
+        try:
+            slot = Schedule.parse(row.schedule, row.time_zone).previous_before(now)
+        except ReconcilerError as exc:
+            return None, f"the schedule cannot be read: {exc}"
+        since = before.override.at if before.override and before.override.suspended else None
+        if slot is None or (since is not None and slot < since):
+            return None, "no slot came while it was suspended"
+        attempt = await self.call(self.store.next_attempt, row.name, slot)
+        pending: RunRecord = await self.call(self.store.insert_run, NewRun(
+            task_name=row.name, slot=slot, attempt=attempt, trigger=Trigger.CATCH_UP,
+            status=RunStatus.PENDING,
+            reason=f"catch-up on resume by {caller.actor} ({caller.via})",
+            generation=row.generation,
+        ))
+        if self.host is None:
+            return pending, None
+        self.host.recorded(pending)
+        started = await self.host.start_pending(row.name, pending)
+        current = started or await self.call(self.store.get_run, pending.id)
+        return current or pending, None
+
+    # ----------------------------------------------------------------- cancel
+
+    async def cancel(self, run_id: int, caller: Caller) -> tuple[RunRecord, bool]:
+        """Cancel a run: (record, changed). Refused for a run that already ended
+        otherwise, or that runs on another replica."""
+        try:
+            record, changed = await self._cancel(run_id, caller)
+        except OperationRefused as exc:
+            await self.audit(caller, "cancel", f"run/{run_id}", exc.code)
+            raise
+        await self.audit(caller, "cancel", f"run/{run_id}", "ok" if changed else "unchanged",
+                         {"task": record.task_name})
+        return record, changed
+
+    async def _cancel(self, run_id: int, caller: Caller) -> tuple[RunRecord, bool]:
+        record: RunRecord | None = await self.call(self.store.get_run, run_id)
+        if record is None:
+            raise OperationRefused(f"run {run_id} not found", status=404, code="not_found")
+        if record.status.finished:
+            if record.status is RunStatus.CANCELLED:
+                return record, False
+            raise OperationRefused(f"run {run_id} already finished: {record.status}")
+        reason = f"cancelled by {caller.actor} ({caller.via})"
+        if self.host is not None:
+            live = self.host.cancel_live(record.task_name, run_id, reason)
+            if live is not None:
+                return live
+        if record.status is RunStatus.PENDING and record.replica is None:
+            replica = self.host.replica if self.host is not None else "cli"
+            ok = await self.call(
+                self.store.claim_pending_run, run_id, replica=replica, fencing_token=None,
+                started_at=self.clock.now(), status=RunStatus.CANCELLED,
+                reason=f"{reason} before it started",
+            )
+            current: RunRecord | None = await self.call(self.store.get_run, run_id)
+            if ok and current is not None:
+                if self.host is not None:
+                    self.host.recorded(current)
+                return current, True
+            if current is not None and self.host is not None:
+                live = self.host.cancel_live(current.task_name, run_id, reason)
+                if live is not None:  # the scheduler took it meanwhile
+                    return live
+            if current is not None and current.status.finished:
+                return current, False
+        here = self.host.replica if self.host is not None else "the command line"
+        where = f"replica {record.replica}" if record.replica else "no replica yet"
+        raise OperationRefused(f"run {run_id} is {record.status} on {where}, not on {here}; "
+                               "cancel it there")
