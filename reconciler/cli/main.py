@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -176,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id", type=int)
     p.add_argument("-f", "--follow", action="store_true",
                    help="with --server: keep printing a live run's output until it ends")
+    p.add_argument("--raw", action="store_true",
+                   help="write the output's bytes unchanged (default: control characters "
+                        "except newline and tab are shown as escapes such as \\x1b)")
 
     p = sub.add_parser("trigger", parents=[db, remote],
                        help="run a task now (the daemon picks it up)")
@@ -843,6 +847,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_ERROR
+    if args.command == "run":  # the daemon's own log lines are not sanitised here
+        return _dispatch(args)
+    from reconciler.cli.output import VisibleStream
+
+    # Names, errors and output come from manifests and tasks: whatever this command
+    # prints, a control sequence in it is shown, not obeyed (`logs --raw` excepted).
+    stdout, stderr = sys.stdout, sys.stderr
+    if not (args.command == "logs" and args.raw):
+        sys.stdout = VisibleStream(stdout)
+    sys.stderr = VisibleStream(stderr)
+    try:
+        return _dispatch(args)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        sys.stdout, sys.stderr = stdout, stderr
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     from reconciler.core.errors import ReconcilerError
 
     try:

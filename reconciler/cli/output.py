@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from reconciler.core.plan import UNSET, Action, Plan
@@ -72,3 +74,62 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     for row in (headers, *rows):
         out.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return "\n".join(out)
+
+
+# ------------------------------------------------------------- terminal-safe output
+
+# C0 controls except tab and newline, DEL, C1 controls, and a carriage return that does
+# not start a CRLF. Manifest names, run errors and task output are untrusted (a pull
+# request author writes the first, a task the others); written raw, "\x1b]0;...\x07"
+# retitles the terminal and "\x1b[2J" clears it.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]|\r(?!\n)")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    # \u00XX for DEL and C1: also a valid escape inside a JSON string, so JSON output
+    # (where json.dumps already escaped C0) stays valid and means the same.
+    return f"\\x{code:02x}" if code < 0x7F else f"\\u{code:04x}"
+
+
+def visible(text: str) -> str:
+    """``text`` with every control character except newline and tab made visible
+    (``\\x1b``, ``\\u009b``); a terminal shown the result only prints it."""
+    return _CONTROL.sub(_escape, text)
+
+
+class VisibleStream(io.TextIOBase):
+    """A text stream that writes :func:`visible` text to ``inner``.
+
+    A carriage return ending one write is held back until the next, so that a CRLF
+    split across writes (``print`` writes the end of line on its own) stays a CRLF.
+    """
+
+    def __init__(self, inner: TextIO) -> None:
+        self.inner = inner
+        self._cr = ""
+
+    def write(self, text: str) -> int:
+        whole = self._cr + text
+        self._cr = "\r" if whole.endswith("\r") else ""
+        self.inner.write(visible(whole[: len(whole) - len(self._cr)]))
+        return len(text)
+
+    def flush(self) -> None:
+        if self._cr:
+            self._cr = ""
+            self.inner.write(visible("\r"))
+        self.inner.flush()
+
+    def fileno(self) -> int:
+        return self.inner.fileno()
+
+    def isatty(self) -> bool:
+        return self.inner.isatty()
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.inner, "encoding", "utf-8")

@@ -9,6 +9,10 @@ hands requests over and awaits results, so slot times stay precise under load.
 Callbacks (output, progress) are handed back to the scheduler's loop, and the
 scheduler's cancel event is mirrored onto the executor loop, so neither side touches
 the other's asyncio objects from the wrong thread.
+
+Creating one makes the process a child subreaper (:func:`become_subreaper`): a task's
+descendants orphaned by a dying parent come back to the daemon, which then finds and
+kills them with their run and reaps them.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import threading
 from concurrent.futures import Future
 
 from reconciler.core.protocols import ExecutionEvents, ExecutionRequest, ExecutionResult, Executor
+from reconciler.executors.tree import become_subreaper
 
 
 class _Relay:
@@ -36,6 +41,7 @@ class _Relay:
 
 class OffloadExecutor:
     def __init__(self, inner: Executor, name: str = "executors") -> None:
+        become_subreaper()
         self._inner = inner
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None

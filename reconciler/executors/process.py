@@ -7,9 +7,11 @@ leads a new session *and* a new process group whose id is its pid. Signals go to
 the whole group (``killpg``), so a timeout also stops the shell's children and
 grandchildren instead of orphaning them. On Linux the session is also swept via
 ``/proc``: a member that moved itself into another process group (GNU ``timeout``
-does that, and so does a shell with job control) is signalled too. Only a process
-that calls ``setsid()`` itself escapes; use a cgroup (systemd, a container) when that
-matters.
+does that, and so does a shell with job control) is signalled too. A member that
+called ``setsid()`` itself is found by :mod:`reconciler.executors.tree`: as a
+descendant of the live leader, or, when the daemon is a child subreaper, as an orphan
+re-parented to the daemon that carries the run's ``RECONCILER_*`` marker; see there
+for what still escapes, and use a cgroup (systemd, a container) when that matters.
 
 Termination (timeout or the cancel event): SIGTERM to the tree, then wait until
 the leader has exited and the output pipe is closed, for at most
@@ -37,10 +39,12 @@ PID 1 of a container or under systemd (``KillMode=control-group``) when that mat
 Without ``setpriv`` (not Linux, or util-linux missing) tasks are started directly.
 
 Reaping: the leader is reaped by asyncio's child watcher. Grandchildren are reparented
-to the nearest subreaper, normally init. When the daemon is PID 1 of a container or
-has made itself a child subreaper (``PR_SET_CHILD_SUBREAPER``), the orphans become
-*its* children, so after killing a tree this module also reaps the tree's members
-with ``waitpid(-pgid)``; otherwise those calls find nothing to do.
+to the nearest subreaper: the daemon itself (it makes itself a child subreaper,
+``PR_SET_CHILD_SUBREAPER``, or is PID 1 of a container), else init. When they become
+the daemon's children, after killing a tree this module also reaps the tree's members
+(``waitpid(-pgid)`` and the pids it signalled), and at the end of every run the
+zombies of orphans that exited on their own (:func:`~reconciler.executors.tree.reap_orphans`);
+otherwise those calls find nothing to do.
 
 Output: stdout and stderr share one pipe (so they interleave in the order written),
 stdin is ``/dev/null``. Chunks go to :class:`~reconciler.executors.output.OutputSink`
@@ -57,6 +61,7 @@ import contextlib
 import functools
 import logging
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -72,6 +77,7 @@ from reconciler.core.protocols import ExecutionEvents, ExecutionRequest, Executi
 from reconciler.core.runtime import RunStatus
 from reconciler.executors.environment import SecretResolutionError, build_run_env
 from reconciler.executors.output import OutputSink
+from reconciler.executors.tree import LEADERS, reap_orphans, run_marker, run_members
 
 logger = logging.getLogger(__name__)
 
@@ -292,7 +298,8 @@ class _Supervisor:
         self.cancel = cancel
         self.grace = max(0.0, request.kill_grace.total_seconds())
         self.pgid = 0
-        self.swept: set[int] = set()  # session members outside the group we signalled
+        self.swept: set[int] = set()  # members outside the group we signalled
+        self.marker: frozenset[bytes] = frozenset()
 
     async def run(
         self,
@@ -309,8 +316,15 @@ class _Supervisor:
         deadline = None if timeout is None else started + timeout.total_seconds()
         sink = OutputSink(self.events, self.request.output_limit, secrets=self.secrets)
         protocol = _Protocol(loop, sink)
-        transport = await self._spawn(loop, protocol, argv, env, cwd, pass_fds, describe)
+        self.marker = run_marker(env)
+        LEADERS.begin_spawn()
+        try:
+            transport = await self._spawn(loop, protocol, argv, env, cwd, pass_fds, describe)
+        except BaseException:
+            LEADERS.end_spawn(None)
+            raise
         self.pgid = transport.get_pid()
+        LEADERS.end_spawn(self.pgid)
         logger.debug(
             "run %s of task %s: started pid %s", self.request.run_id, self.request.task, self.pgid
         )
@@ -351,8 +365,11 @@ class _Supervisor:
         finally:
             cancel_waiter.cancel()
             transport.close()
+            if protocol.exited.done():  # reaped by asyncio: no longer a leader of ours
+                LEADERS.discard(self.pgid)
         if protocol.exited.done():
             await self._reap()
+        reap_orphans()
         return ProcessOutcome(reason, transport.get_returncode(), sink.text(),
                               sink.tail.truncated)
 
@@ -415,9 +432,11 @@ class _Supervisor:
             )
 
     async def _clean_up_after_exit(self, protocol: _Protocol) -> None:
-        if protocol.eof.done() and not _group_alive(self.pgid):
-            # The usual case, checked cheaply: the group is empty and nobody holds the
-            # output pipe, so no session member can be left behind worth a /proc sweep.
+        if (protocol.eof.done() and not _group_alive(self.pgid)
+                and not run_members(self.pgid, self.marker)):
+            # The usual case, checked cheaply: the group is empty, nobody holds the
+            # output pipe (so no session member is left worth a /proc sweep) and no
+            # orphan of the run came back to us.
             return
         if not self._signal_tree(signal.SIGTERM):
             return  # the usual case: nothing left
@@ -445,8 +464,10 @@ class _Supervisor:
         protocol.sink.close()
 
     def _signal_tree(self, sig: signal.Signals) -> bool:
-        """Signal the process group and the rest of the session; True if anyone got it."""
+        """Signal the process group, the rest of the session and the run's members that
+        left it (:mod:`.tree`); True if anyone got it."""
         delivered = False
+        members = run_members(self.pgid, self.marker)  # before the leader dies
         try:
             os.killpg(self.pgid, sig)
             delivered = True
@@ -454,7 +475,7 @@ class _Supervisor:
             pass
         except PermissionError:  # pragma: no cover - only if the pgid was reused
             logger.warning("not allowed to signal process group %s", self.pgid)
-        for pid in _session_members(self.pgid):
+        for pid in dict.fromkeys([*_session_members(self.pgid), *members]):
             try:
                 os.kill(pid, sig)
             except (ProcessLookupError, PermissionError):
@@ -541,6 +562,8 @@ def _reap_nonblocking(pgid: int, pids: Collection[int]) -> bool:
             try:
                 pid, _ = os.waitpid(target, os.WNOHANG)
             except ChildProcessError:
+                if target > 0 and _dying_elsewhere(target, pids):
+                    finished = False  # re-parented to us once its killed parent is gone
                 break  # none of our children (the normal case when we are not a subreaper)
             if pid == 0:
                 finished = False  # a child of ours in there is still dying
@@ -554,4 +577,34 @@ def _reap_blocking(pgid: int, pids: Collection[int]) -> None:
             try:
                 os.waitpid(target, 0)
             except ChildProcessError:
+                parent = _dying_elsewhere(target, pids) if target > 0 else None
+                if parent is None or not _wait_exit(parent, REAP_WAIT):
+                    break
+                continue  # its parent is gone: it is ours now (subreaper)
+            if target > 0:
                 break
+
+
+def _dying_elsewhere(pid: int, killed: Collection[int]) -> int | None:
+    """The parent of ``pid`` when that parent is another process we killed."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            data = stat_file.read()
+        ppid = int(data[data.rfind(b")") + 2 :].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return ppid if ppid in killed and ppid != os.getpid() else None
+
+
+def _wait_exit(pid: int, timeout: float) -> bool:
+    """Block until ``pid`` has exited (a pidfd turns readable); False on timeout."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except (OSError, AttributeError):  # pragma: no cover - Linux before 5.3
+        return False
+    try:
+        return bool(select.select([fd], [], [], timeout)[0])
+    finally:
+        os.close(fd)

@@ -16,6 +16,7 @@ import ctypes
 import json
 import logging
 import os
+import random
 import re
 import subprocess
 import sys
@@ -395,6 +396,115 @@ def test_cancelling_the_coroutine_kills_the_tree(subreaper: None) -> None:
 
     asyncio.run(main())
     assert not pid_exists(number_after("gc", events.text))
+    assert our_zombies() == []
+
+
+# A process that calls setsid() leaves the task's session and process group. The
+# daemon (a child subreaper) still finds it: as a descendant of the live leader, or as
+# an orphan re-parented to it that carries the run's RECONCILER_* marker.
+
+
+def unique_sleep() -> str:
+    """A sleep argument no other process on the machine has (found by its cmdline)."""
+    return f"300.{random.randrange(10**8):08d}"
+
+
+def escape_with_setsid(arg: str, fifo: Path, *, double_fork: bool = False) -> str:
+    """Shell that starts ``sleep <arg>`` in a session of its own and waits until it is."""
+    child = (f'setsid sh -c "echo ready > {fifo}; exec sleep {arg}" '
+             "</dev/null >/dev/null 2>&1 &")
+    return f"mkfifo {fifo}; {f'({child});' if double_fork else child} read line < {fifo}; "
+
+
+def sleeping(arg: str) -> list[psutil.Process]:
+    """Our live descendants running ``sleep <arg>`` (orphans come back to us)."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and arg in child.cmdline():
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+@pytest.mark.skipif(not LINUX, reason="child subreapers and /proc are Linux only")
+def test_timeout_kills_a_grandchild_that_called_setsid(subreaper: None) -> None:
+    arg = unique_sleep()
+    result = execute(
+        RunSpec(shell=f'setsid sh -c "sleep {arg}" </dev/null >/dev/null 2>&1 & sleep 30'),
+        timeout=timedelta(milliseconds=500),
+    )
+    assert result.status is RunStatus.TIMED_OUT
+    assert sleeping(arg) == []
+    assert our_zombies() == []
+
+
+@pytest.mark.skipif(not LINUX, reason="child subreapers and /proc are Linux only")
+def test_cancel_kills_a_grandchild_that_called_setsid(subreaper: None, tmp_path: Path) -> None:
+    arg = unique_sleep()
+    cancel = asyncio.Event()
+    result = execute(
+        RunSpec(shell=escape_with_setsid(arg, tmp_path / "f") + "echo started; sleep 30"),
+        events=cancel_when("started", cancel),
+        cancel=cancel,
+    )
+    assert result.status is RunStatus.CANCELLED
+    assert sleeping(arg) == []
+    assert our_zombies() == []
+
+
+@pytest.mark.skipif(not LINUX, reason="child subreapers and /proc are Linux only")
+@pytest.mark.parametrize("double_fork", [False, True])  # orphaned with the leader / at once
+def test_normal_exit_kills_an_orphan_that_called_setsid(
+    subreaper: None, tmp_path: Path, double_fork: bool
+) -> None:
+    arg = unique_sleep()
+    script = escape_with_setsid(arg, tmp_path / "f", double_fork=double_fork) + "exit 0"
+    result = execute(RunSpec(shell=script), kill_grace=timedelta(seconds=20))
+    assert result.status is RunStatus.SUCCEEDED
+    assert sleeping(arg) == []
+    assert our_zombies() == []
+
+
+@pytest.mark.skipif(not LINUX, reason="child subreapers and /proc are Linux only")
+def test_orphans_that_exit_on_their_own_are_reaped(subreaper: None) -> None:
+    # the setsid'd shell is re-parented to us at once and exits while the run goes on
+    result = execute(RunSpec(shell="(setsid sh -c 'exit 0' </dev/null >/dev/null 2>&1 &); "
+                                   "sleep 0.5"))
+    assert result.status is RunStatus.SUCCEEDED
+    assert our_zombies() == []
+
+
+@pytest.mark.skipif(not LINUX, reason="child subreapers and /proc are Linux only")
+def test_the_end_of_one_run_spares_the_orphans_of_another(
+    subreaper: None, tmp_path: Path
+) -> None:
+    mine, theirs = unique_sleep(), unique_sleep()
+    cancel = asyncio.Event()
+
+    async def main() -> tuple[ExecutionResult, ExecutionResult, int]:
+        started = asyncio.Event()
+        events = Recorder(lambda rec: started.set() if "up" in rec.text else None)
+        executor = ShellExecutor()
+        long_run = asyncio.ensure_future(executor.execute(
+            request(RunSpec(shell=escape_with_setsid(theirs, tmp_path / "a", double_fork=True)
+                            + "echo up; sleep 30"), run_id=1),
+            events, cancel))
+        await asyncio.wait_for(started.wait(), 20)
+        short = await executor.execute(
+            request(RunSpec(shell=escape_with_setsid(mine, tmp_path / "b", double_fork=True)
+                            + "exit 0"), run_id=2),
+            Recorder(), asyncio.Event())
+        survivors = len(sleeping(theirs))
+        cancel.set()
+        return short, await long_run, survivors
+
+    short, long_result, survivors = asyncio.run(main())
+    assert short.status is RunStatus.SUCCEEDED and sleeping(mine) == []
+    assert survivors == 1  # run 1's orphan outlived the end of run 2 ...
+    assert long_result.status is RunStatus.CANCELLED
+    assert sleeping(theirs) == []  # ... and ended with run 1
     assert our_zombies() == []
 
 
