@@ -67,3 +67,22 @@ def test_a_vanished_database_file_makes_the_daemon_not_ready(
     if fault is delete:
         assert not db.exists()  # no new, empty database at the path
     assert not daemon.exited()
+
+
+def test_the_file_moved_back_is_used_again(daemon: DaemonProcess) -> None:
+    db, aside = daemon.root / "state.db", daemon.root / "aside.db"
+    daemon.write("tick.yaml", task_yaml("tick", "@every 1s", "command: ['true']"))
+    daemon.start()
+    wait_until(lambda: daemon.runs("tick"), what="a first run")
+    daemon.store.close()
+    db.rename(aside)
+    wait_until(lambda: readyz(daemon)[0] == 503, what="/readyz 503")
+    wait_until(lambda: "could not record" in daemon.log.read_text(), what="a refused slot")
+    aside.rename(db)
+    wait_until(lambda: readyz(daemon)[0] == 200, what="/readyz 200 again")
+    assert "is back; using it again" in daemon.log.read_text()
+    # the slots of the outage are recorded late (missed), and runs go on
+    wait_until(lambda: any("database unavailable" in (r.reason or "")
+                           for r in daemon.runs("tick")), what="the outage's slots")
+    count = len(daemon.runs("tick"))
+    wait_until(lambda: len(daemon.runs("tick")) > count, what="a run after the outage")
