@@ -13,15 +13,16 @@ Nothing fails, so nothing tells.
 * every connection checkout compares the path's identity and size with it (one
   ``stat``): a missing file, another inode or a file shorter than SQLite's 100-byte
   header trips the guard;
-* :meth:`FileGuard.check` (the daemon's heartbeat) also reads the header and probes the
-  schema: ``alembic_version`` and ``tasks`` exist and ``tasks`` is readable.
+* :meth:`FileGuard.check` (the daemon's heartbeat) does the same and probes the schema:
+  ``alembic_version`` and ``tasks`` exist and ``tasks`` is readable. It is also what
+  finds a deleted or replaced file back (connections are refused until then).
 
-While the file is deleted, replaced, truncated or overwritten, the engine refuses every
+While the file is deleted, replaced or truncated, the engine refuses every
 connection (checkout and connect raise ``OperationalError`` naming the reason), so no
 run is started or recorded into a file that is gone, and no new empty file is created
 at the path. A deleted or replaced file counts as back when the path names the
-remembered file again; a truncated or overwritten one stays refused until the daemon is
-restarted (its content is gone). The reason is :attr:`FileGuard.problem`, logged once
+remembered file again; a truncated one stays refused until the daemon is restarted (its
+content is gone). The reason is :attr:`FileGuard.problem`, logged once
 at level error when it appears.
 
 :func:`require_file` is for commands that only read: a SQLite path that does not exist
@@ -45,16 +46,20 @@ from reconciler.store.engine import safe_url, sqlite_file
 
 log = logging.getLogger("reconciler.store")
 
-HEADER = b"SQLite format 3\x00"
 HEADER_SIZE = 100  # bytes of a database file's header: a shorter file holds no database
 SCHEMA_TABLES = ("alembic_version", "tasks")
 
 Identity = tuple[int, int]  # (st_dev, st_ino)
 
 
-def file_problem(path: str, identity: Identity, *, read_header: bool = True) -> str | None:
+def file_problem(path: str, identity: Identity) -> str | None:
     """Why the file at ``path`` is no longer the database file ``identity`` names; None
-    when it still is (or when it cannot be told: a ``stat`` refused for permissions)."""
+    when it still is (or when it cannot be told: a ``stat`` refused for permissions).
+
+    One ``stat``, never an ``open``: closing any descriptor of the database file drops
+    every POSIX lock the process holds on it, SQLite's included, and another process
+    could then take itself for the last user and delete the write-ahead log.
+    """
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -66,14 +71,6 @@ def file_problem(path: str, identity: Identity, *, read_header: bool = True) -> 
                 "start-up any more")
     if st.st_size < HEADER_SIZE:
         return f"the database file was truncated: {path} is {st.st_size} bytes long"
-    if read_header:
-        try:
-            with open(path, "rb") as f:
-                head = f.read(len(HEADER))
-        except OSError:
-            return None
-        if head != HEADER:
-            return f"the database file was overwritten: {path} has no SQLite header"
     return None
 
 
@@ -98,9 +95,8 @@ def schema_problem(connection: Any) -> str | None:
 
 
 def _sticky(problem: str) -> bool:
-    """Truncated or overwritten: the content is gone even if the size or header return."""
-    return problem.startswith(("the database file was truncated",
-                               "the database file was overwritten"))
+    """Truncated: the content is gone even if a checkpoint makes the file grow again."""
+    return problem.startswith("the database file was truncated")
 
 
 class FileGuard:
@@ -137,7 +133,7 @@ class FileGuard:
             self.file_error = self.schema_error = None
 
     def check(self) -> str | None:
-        """Identity, size, header and schema of the file; the problem, or None."""
+        """Identity, size and schema of the file; the problem, or None."""
         if self.identity is None:
             return None
         if self.file_error is None or not _sticky(self.file_error):
@@ -165,22 +161,21 @@ class FileGuard:
         elif problem is None and before is not None:
             log.warning("the database file %s is back; using it again", self.path)
 
-    def _refusal(self, *, read_header: bool) -> str | None:
+    def _refusal(self) -> str | None:
         if self.identity is None:
             return None
         if self.file_error is None:
-            self._set_file_error(file_problem(self.path, self.identity,
-                                              read_header=read_header))
+            self._set_file_error(file_problem(self.path, self.identity))
         return self.file_error
 
     def _on_checkout(self, _dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-        problem = self._refusal(read_header=False)
+        problem = self._refusal()
         if problem is not None:
             raise sqlite3.OperationalError(problem)
 
     def _on_connect(self, _dialect: Any, _record: Any, _cargs: Any, _cparams: Any) -> None:
         # SQLite creates a missing file: refuse before it does
-        problem = self._refusal(read_header=False)
+        problem = self._refusal()
         if problem is not None:
             raise sqlite3.OperationalError(problem)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,15 +81,6 @@ def test_a_truncated_file(store: SQLStore, tmp_path: Path, size: int) -> None:
     assert problem == f"the database file was truncated: {db} is {size} bytes long"
 
 
-def test_a_file_overwritten_in_place(store: SQLStore, tmp_path: Path) -> None:
-    db = tmp_path / "state.db"
-    with open(db, "r+b") as f:
-        f.write(b"\0" * 16)
-    problem = file_problem(str(db), identity(db))
-    assert problem == f"the database file was overwritten: {db} has no SQLite header"
-    assert file_problem(str(db), identity(db), read_header=False) is None
-
-
 def test_schema_probe(store: SQLStore, tmp_path: Path) -> None:
     with store.engine.connect() as conn:
         assert schema_problem(conn) is None
@@ -155,6 +148,21 @@ def test_the_heartbeat_check_finds_a_replaced_file_and_a_dropped_schema(
     (tmp_path / "new.db").rename(db)
     problem = guarded.check()
     assert problem is not None and problem.startswith("the database file was replaced")
+
+
+def test_the_checks_keep_sqlite_s_locks(store: SQLStore, guarded: FileGuard,
+                                        tmp_path: Path) -> None:
+    """Closing any descriptor of the file drops the process's POSIX locks, SQLite's
+    too: another process closing its connection would then delete the write-ahead log
+    under this one. The checks must never open the file."""
+    db = tmp_path / "state.db"
+    store.ping()
+    assert guarded.check() is None
+    store.ping()  # a checkout: the other check
+    other = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+             "c.execute('SELECT count(*) FROM tasks').fetchall(); c.close()")
+    subprocess.run([sys.executable, "-c", other, str(db)], check=True, timeout=30)
+    assert (tmp_path / "state.db-wal").exists()
 
 
 def test_require_file(tmp_path: Path) -> None:
