@@ -127,7 +127,11 @@ class FileGuard:
 
     def remember(self) -> None:
         """The file at the path now is the database (call once it was opened)."""
-        st = os.stat(self.path)
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            raise StoreError(f"cannot read the database file {self.path}: "
+                             f"{exc.strerror or exc}") from None
         with self._lock:
             self.identity = (st.st_dev, st.st_ino)
             self.file_error = self.schema_error = None
