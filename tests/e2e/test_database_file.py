@@ -10,6 +10,7 @@ slot is not run).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +20,13 @@ from tests.e2e.conftest import DaemonProcess, task_yaml, wait_until
 from tests.faults.test_database_faults import readyz
 
 pytestmark = pytest.mark.e2e
+
+REFUSED_SLOT = re.compile(r"could not record \d+ run\(s\): ")
+
+
+def refused_slot(daemon: DaemonProcess) -> bool:
+    """A slot's run row was refused: the slot was not run."""
+    return bool(REFUSED_SLOT.search(daemon.log.read_text()))
 
 
 def truncate(db: Path) -> None:
@@ -60,7 +68,7 @@ def test_a_vanished_database_file_makes_the_daemon_not_ready(
     message = wait_until(not_ready, what="/readyz 503 naming the database file")
     assert message.startswith(reason) and str(db) in message
     # the next slot is refused rather than run into the lost file
-    wait_until(lambda: "could not record" in daemon.log.read_text(), what="a refused slot")
+    wait_until(lambda: refused_slot(daemon), what="a refused slot")
     assert readyz(daemon)[0] == 503
     log = daemon.log.read_text()
     assert log.count(f"ERROR reconciler.store: {reason}") == 1, log
@@ -77,7 +85,7 @@ def test_the_file_moved_back_is_used_again(daemon: DaemonProcess) -> None:
     daemon.store.close()
     db.rename(aside)
     wait_until(lambda: readyz(daemon)[0] == 503, what="/readyz 503")
-    wait_until(lambda: "could not record" in daemon.log.read_text(), what="a refused slot")
+    wait_until(lambda: refused_slot(daemon), what="a refused slot")
     aside.rename(db)
     wait_until(lambda: readyz(daemon)[0] == 200, what="/readyz 200 again")
     assert "is back; using it again" in daemon.log.read_text()

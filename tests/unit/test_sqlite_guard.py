@@ -182,5 +182,5 @@ def test_require_file(tmp_path: Path) -> None:
 def test_remember_a_missing_file_is_a_store_error(tmp_path: Path) -> None:
     guard = FileGuard.attach(create_engine(f"sqlite:///{tmp_path / 'gone.db'}"))
     assert guard is not None
-    with pytest.raises(StoreError, match="cannot read the database file .*gone.db"):
+    with pytest.raises(StoreError, match=r"cannot read the database file .*gone\.db"):
         guard.remember()
