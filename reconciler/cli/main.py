@@ -199,10 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------ helpers
 
 
-def _store(url: str | None) -> SQLStore:
+def _store(url: str | None, *, create: bool = False) -> SQLStore:
+    """The store, its schema upgraded. Only ``create`` (apply) makes a new SQLite file:
+    for every other command a missing file is a typo, not an empty database."""
     from reconciler.store import create_store
 
-    store = create_store(url)
+    store = create_store(url, must_exist=not create)
     store.upgrade()
     return store
 
@@ -292,7 +294,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     from reconciler.service import default_actor, reconcile
 
-    store = _store(args.database)
+    store = _store(args.database, create=True)
     result = reconcile(
         args.manifests, store, _safety(args, strict=args.strict), actor=default_actor()
     )

@@ -87,6 +87,11 @@ class DaemonOperations:
         checks["writes"] = ((True, "the last write to the database succeeded")
                             if write_error is None
                             else (False, f"writes to the database fail: {write_error}"))
+        guard = getattr(self.d, "db_guard", None)
+        if guard is not None and guard.problem is not None:
+            # replaces /readyz's ping: the unlinked file still answers, or the guard
+            # refuses it with this reason
+            checks["database"] = (False, guard.problem)
         coordinator = self._coordinator()
         if coordinator is not None and "zookeeper" not in self.api.ready_checks:
             try:

@@ -58,6 +58,7 @@ from reconciler.locks import (
 from reconciler.manifests import LoadCache
 from reconciler.service import ReconcileResult, reconcile
 from reconciler.store.instance_lock import InstanceLock
+from reconciler.store.sqlite_guard import FileGuard
 
 log = logging.getLogger("reconciler.daemon")
 
@@ -122,6 +123,8 @@ class Daemon:
         self.config = config
         self.clock = clock or SystemClock()
         self.store = store or create_store(config.database)
+        #: A SQLite file deleted, replaced or truncated under the daemon: not ready
+        self.db_guard = FileGuard.attach(self.store.engine)
         self.worker = StoreWorker()
         self.cache = LoadCache()
         self.stop = asyncio.Event()
@@ -179,6 +182,8 @@ class Daemon:
 
     async def start(self) -> None:
         await self.worker.bulk(self.store.upgrade)
+        if self.db_guard is not None:
+            self.db_guard.remember()
         # With peers, "running" rows may be theirs: only stale ones are abandoned.
         await self._abandon_orphans(all_running=self.coordinator is None)
         await self.reconcile_once()
@@ -451,6 +456,8 @@ class Daemon:
             if self.stop.is_set():
                 break
             await self._check_lock()
+            if self.db_guard is not None:
+                await self.worker.call(self.db_guard.check)
             await self.scheduler.heartbeat()
             await self._write_status()
             with contextlib.suppress(ReconcilerError):

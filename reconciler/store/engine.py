@@ -48,13 +48,15 @@ _DRIVER_FOR = {
 }
 
 
-def default_database_url() -> str:
-    """``$RECONCILER_DATABASE_URL``, else SQLite at ``./.reconciler/state.db`` (folder created)."""
+def default_database_url(*, create_folder: bool = True) -> str:
+    """``$RECONCILER_DATABASE_URL``, else SQLite at ``./.reconciler/state.db`` (folder
+    created unless ``create_folder`` is false)."""
     url = os.environ.get(ENV_VAR, "").strip()
     if url:
         return url
     path = Path.cwd() / DEFAULT_SQLITE_PATH
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if create_folder:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     return f"sqlite:///{path}"
 
 
@@ -109,13 +111,16 @@ def make_engine(url: str | URL, **options: Any) -> Engine:
         raise StoreError(f"cannot use database {safe_url(parsed)}: {exc}") from None
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_on_connect)
-        path = _sqlite_file(parsed)
+        path = sqlite_file(parsed)
         if path is not None:
             _replace_read_only_connections(engine, path)
     return engine
 
 
-def _sqlite_file(url: URL) -> str | None:
+def sqlite_file(url: URL) -> str | None:
+    """The file of a SQLite URL; None for ``:memory:``, ``file:`` URIs and other databases."""
+    if url.get_backend_name() != "sqlite":
+        return None
     database = url.database
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
