@@ -1,8 +1,8 @@
 """What a task's definition can and cannot make the daemon do, end to end.
 
-The executors have unit tests (tests/unit/test_executors.py); this module goes through
-the real daemon (``python -m reconciler run`` on SQLite, tests/e2e/conftest.py): a
-manifest is loaded, applied, triggered through the HTTP API and run by the real
+The executors have integration tests with real processes
+(tests/integration/test_executors.py); this module goes through the real daemon
+(``python -m reconciler run`` on SQLite, tests/e2e/conftest.py): a manifest is loaded, applied, triggered through the HTTP API and run by the real
 executors, and the results are read back from the database, the API and the log.
 
 * ``command`` never passes through a shell: ``; rm -rf``, ``$(...)``, backticks, globs

@@ -40,6 +40,7 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     url = f"sqlite:///{tmp_path / 'state.db'}"
     monkeypatch.setenv("RECONCILER_DATABASE_URL", url)
     monkeypatch.delenv("RECONCILER_SERVER", raising=False)
+    assert cli.main(["db", "upgrade"]) == 0  # read-only commands need an existing database
     return url
 
 

@@ -1,4 +1,4 @@
-"""Task functions for the python-executor tests (tests/unit/test_executors*.py).
+"""Task functions for the python-executor tests (tests/integration/test_executors.py).
 
 The tests make this directory importable in the task's child process by putting it
 on ``PYTHONPATH`` in the task's ``env``.

@@ -52,6 +52,7 @@ from reconciler.executors.output import (
     TailBuffer,
     parse_progress_line,
 )
+from tests.services.ci import unavailable
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "executors"
 SLOT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -165,10 +166,10 @@ def number_after(label: str, text: str) -> int:
 def subreaper() -> Iterator[None]:
     """Make this process the reaper of orphaned descendants (PR_SET_CHILD_SUBREAPER)."""
     if not LINUX:
-        pytest.skip("child subreapers are Linux only")
+        unavailable("child subreapers are Linux only")
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(36, 1, 0, 0, 0) != 0:
-        pytest.skip("prctl(PR_SET_CHILD_SUBREAPER) failed")
+        unavailable("prctl(PR_SET_CHILD_SUBREAPER) failed")
     try:
         yield
     finally:
