@@ -2,8 +2,9 @@
 
 The executors have integration tests with real processes
 (tests/integration/test_executors.py); this module goes through the real daemon
-(``python -m reconciler run`` on SQLite, tests/e2e/conftest.py): a manifest is loaded, applied, triggered through the HTTP API and run by the real
-executors, and the results are read back from the database, the API and the log.
+(``python -m reconciler run`` on SQLite, tests/e2e/conftest.py): a manifest is loaded,
+applied, triggered through the HTTP API and run by the real executors, and the results
+are read back from the database, the API and the log.
 
 * ``command`` never passes through a shell: ``; rm -rf``, ``$(...)``, backticks, globs
   and redirections arrive as one argv entry each, and nothing they name happens.
