@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from reconciler.core.model import CatchUpPolicy, ConcurrencyPolicy, TaskManifest
-from reconciler.core.runtime import Trigger
+from reconciler.core.runtime import RunStatus, Trigger
 from reconciler.core.schedule import Schedule
 
 #: How many individual ``missed`` rows one recovery writes per task at most; older
@@ -198,6 +198,65 @@ def retry_delay(failed_attempt: int, backoff: timedelta, max_backoff: timedelta)
     factor: int = 2 ** max(0, min(failed_attempt - 1, 40))
     delay: timedelta = min(backoff * factor, max_backoff)
     return delay
+
+
+#: Outcomes of an attempt that the retry policy retries.
+RETRYABLE = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED})
+
+
+def decide_retry(policy: TaskPolicy, status: RunStatus, attempt: int,
+                 ended: datetime) -> datetime | None:
+    """When to retry an attempt that ended ``status`` at ``ended`` (None: no retry).
+
+    ``retries.limit`` more attempts of the same slot after a failed, timed-out or
+    abandoned one, ``backoff * 2^(n-1)`` apart, capped at ``maxBackoff``.
+    """
+    if status not in RETRYABLE or attempt > policy.retry_limit:
+        return None
+    return ended + retry_delay(attempt, policy.backoff, policy.max_backoff)
+
+
+def decide_backlog(policy: TaskPolicy, slot: datetime, now: datetime) -> list[SlotDecision]:
+    """A slot that came due a whole period late (the next one is due too: the clock
+    stepped forward, the host was suspended, the loop was blocked): the decisions for it
+    and every slot since, oldest first, by the catch-up rules; empty when only this slot
+    is due. ``catchUp: None`` drops the backlog but not the slot due now, which is then
+    decided as if on time (``startingDeadline`` and the concurrency policy apply)."""
+    following = policy.schedule.next_after(slot)
+    if following is None or following > now:
+        return []
+    decisions = recover_missed(policy, slot - _EPSILON, now, cause="behind schedule")
+    if decisions and policy.catch_up is CatchUpPolicy.NONE:
+        decisions[-1] = SlotDecision(decisions[-1].slot, Verdict.RUN)
+    return decisions
+
+
+def cancel_on_claim_lost(policy: TaskPolicy) -> bool:
+    """A run's lock is gone (ZooKeeper session lost): stop it? Forbid and Replace yes
+    (a peer may take the task now: overlapping runs would break the policy); Allow no."""
+    return policy.concurrency is not ConcurrencyPolicy.ALLOW
+
+
+def admit_backlog(policy: TaskPolicy, decisions: list[SlotDecision], now: datetime,
+                  active: int, cause: str) -> list[SlotDecision]:
+    """The concurrency policy over runs that start together (a backlog after downtime
+    or a clock step, oldest first) with ``active`` runs active or starting: Replace runs
+    only the newest (the others are recorded missed), Forbid the first, Allow all."""
+    runs = [d.slot for d in decisions if d.verdict is Verdict.RUN]
+    out = []
+    for d in decisions:
+        if d.verdict is Verdict.RUN:
+            if policy.concurrency is ConcurrencyPolicy.REPLACE and d.slot != runs[-1]:
+                # each run would replace the one before it at once: only the newest
+                d = SlotDecision(d.slot, Verdict.MISSED, d.trigger,
+                                 f"{cause}: replaced by the run of slot "
+                                 f"{runs[-1].isoformat()} (concurrencyPolicy Replace)")
+            else:
+                decided = decide_slot(policy, d.slot, now, active)
+                d = SlotDecision(d.slot, decided.verdict, d.trigger, decided.reason)
+                active += d.verdict in (Verdict.RUN, Verdict.REPLACE)
+        out.append(d)
+    return out
 
 
 # --------------------------------------------------------------------------- timeline

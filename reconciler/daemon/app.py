@@ -36,10 +36,10 @@ from kazoo.exceptions import KazooException
 
 from reconciler.core.clock import Clock, SystemClock
 from reconciler.core.errors import ReconcilerError
-from reconciler.core.model import ConcurrencyPolicy
 from reconciler.core.plan import Action, SafetyOptions
 from reconciler.core.protocols import Claimer
 from reconciler.core.runtime import ActualTask, RunRecord, RunStatus, Trigger
+from reconciler.core.scheduling import cancel_on_claim_lost, decide_retry
 from reconciler.daemon.api_ops import DaemonApi
 from reconciler.daemon.claims import InProcessClaimer
 from reconciler.daemon.offload import OffloadExecutor
@@ -214,7 +214,7 @@ class Daemon:
     def _on_claim_lost(self, claim: ZooKeeperClaim) -> None:
         """The lock of a run is gone (session lost, lease ran out): stop Forbid/Replace."""
         for state in self.scheduler.tasks.values():
-            if state.policy.concurrency is ConcurrencyPolicy.ALLOW:
+            if not cancel_on_claim_lost(state.policy):
                 continue
             for active in state.active.values():
                 if active.claim is claim:
@@ -258,12 +258,14 @@ class Daemon:
         self._started = True
 
     def _queue_retry(self, run: RunRecord) -> None:
-        """Retry an abandoned run now, if its task's retry limit allows it."""
+        """Retry an abandoned run now (not after the backoff: the daemon was down), if
+        its task's retry policy allows it."""
         state = self.scheduler.tasks.get(run.task_name)
-        if state is not None and run.attempt <= state.policy.retry_limit:
+        now = self.clock.now()
+        if state is not None and decide_retry(state.policy, RunStatus.ABANDONED,
+                                              run.attempt, now) is not None:
             self.scheduler.timeline.add_retry(
-                run.task_name, self.clock.now(), run.slot, run.attempt + 1,
-                state.policy.generation,
+                run.task_name, now, run.slot, run.attempt + 1, state.policy.generation,
             )
 
     async def _abandon_orphans(self, *, all_running: bool) -> None:

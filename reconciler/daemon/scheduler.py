@@ -34,7 +34,6 @@ from typing import Any, Protocol
 
 from reconciler.core.clock import Clock
 from reconciler.core.errors import ReconcilerError
-from reconciler.core.model import CatchUpPolicy, ConcurrencyPolicy
 from reconciler.core.protocols import (
     Claim,
     Claimer,
@@ -51,18 +50,18 @@ from reconciler.core.scheduling import (
     TaskPolicy,
     Timeline,
     Verdict,
+    admit_backlog,
+    decide_backlog,
+    decide_retry,
     decide_slot,
     decide_trigger,
     recover_missed,
-    retry_delay,
 )
 from reconciler.daemon.worker import StoreWorker
 
 log = logging.getLogger("reconciler.scheduler")
 
-RETRYABLE = (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED)
 STARTS = (Verdict.RUN, Verdict.REPLACE)  # decisions that start a run
-_JUST_BEFORE = timedelta(microseconds=1)
 #: A clock stepped back by at most this waits for the slot after the last one decided;
 #: a last slot further ahead than that is taken for the work of a wrong clock.
 MAX_CLOCK_STEP_BACK = timedelta(hours=1)
@@ -544,17 +543,9 @@ class Scheduler:
         """The decisions for a slot a whole period late, and every slot since (oldest
         first), by the catch-up rules; empty when only this slot is due."""
         policy = state.policy
-        following = policy.schedule.next_after(entry.slot)
-        if following is None or following > now:
-            return []
-        decisions = recover_missed(policy, entry.slot - _JUST_BEFORE, now,
-                                   cause="behind schedule")
+        decisions = decide_backlog(policy, entry.slot, now)
         if not decisions:
             return []
-        if policy.catch_up is CatchUpPolicy.NONE:
-            # None drops the backlog, not the slot that is due now: it is decided as
-            # if on time below (startingDeadline and the concurrency policy apply)
-            decisions[-1] = SlotDecision(decisions[-1].slot, Verdict.RUN)
         out = [(state, d, 1, d.trigger) for d in self._admit(state, decisions, now,
                                                              "behind schedule")]
         if trusted:
@@ -567,23 +558,10 @@ class Scheduler:
     @staticmethod
     def _admit(state: TaskState, decisions: list[SlotDecision], now: datetime,
                cause: str) -> list[SlotDecision]:
-        """Apply the concurrency policy to catch-up decisions that start at once (oldest
-        first), counting the runs active or being started, and reserve each run."""
-        policy = state.policy
-        runs = [d.slot for d in decisions if d.verdict is Verdict.RUN]
-        out = []
-        for d in decisions:
-            if d.verdict is Verdict.RUN:
-                if policy.concurrency is ConcurrencyPolicy.REPLACE and d.slot != runs[-1]:
-                    # each run would replace the one before it at once: only the newest
-                    d = SlotDecision(d.slot, Verdict.MISSED, d.trigger,
-                                     f"{cause}: replaced by the run of slot "
-                                     f"{runs[-1].isoformat()} (concurrencyPolicy Replace)")
-                else:  # the concurrency policy applies to the runs decided here too
-                    d = replace(decide_slot(policy, d.slot, now, state.busy),
-                                trigger=d.trigger)
-            out.append(state.reserve(d))
-        return out
+        """The concurrency policy over catch-up runs that start together (decided by
+        :func:`admit_backlog`), each run reserved in the same step."""
+        return [state.reserve(d) for d in
+                admit_backlog(state.policy, decisions, now, state.busy, cause)]
 
     def _progress(self, state: TaskState, slot: datetime) -> None:
         """Remember ``slot`` as decided (in memory and ``last_slot_at``). Only by a
@@ -802,13 +780,11 @@ class Scheduler:
         if status is RunStatus.SUCCEEDED:
             self._state_updates.setdefault(policy.name, {})["last_success_at"] = finished
         elif (
-            status in RETRYABLE
-            and record.attempt <= policy.retry_limit
+            (retry_at := decide_retry(policy, status, record.attempt, finished)) is not None
             and self.accepting
             and self.tasks.get(policy.name) is state
         ):
-            delay = retry_delay(record.attempt, policy.backoff, policy.max_backoff)
-            self.timeline.add_retry(policy.name, finished + delay, record.slot,
+            self.timeline.add_retry(policy.name, retry_at, record.slot,
                                     record.attempt + 1, policy.generation)
         state.finished_since_prune += 1
         if state.finished_since_prune >= self.config.prune_every:
