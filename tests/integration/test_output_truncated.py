@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from reconciler.core.model import RunSpec
-from tests.unit.test_executors import PY, execute, http_run, mock
+from tests.integration.test_executors import PY, execute, http_run, mock
 
 SCRIPT = "import sys; sys.stdout.write('x' * int(sys.argv[1]))"
 
