@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from reconciler.core.plan import SafetyOptions
-    from reconciler.store import SQLStore
+    from reconciler.core.protocols import Store
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------ helpers
 
 
-def _store(url: str | None) -> SQLStore:
+def _store(url: str | None) -> Store:
     from reconciler.store import create_store
 
     store = create_store(url)

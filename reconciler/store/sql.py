@@ -69,12 +69,17 @@ Errors
 
 from __future__ import annotations
 
+from typing import Protocol
+
+from sqlalchemy.engine import Engine
+
+from reconciler.core.protocols import Store
 from reconciler.store.sql_audit import SQLAudit, SQLReplicas
 from reconciler.store.sql_reads import SQLReads
 from reconciler.store.sql_runs import RUN_UPDATE_COLUMNS, SQLRuns
 from reconciler.store.sql_tasks import SCHEDULE_COLUMNS, SQLTasks
 
-__all__ = ["RUN_UPDATE_COLUMNS", "SCHEDULE_COLUMNS", "SQLStore"]
+__all__ = ["RUN_UPDATE_COLUMNS", "SCHEDULE_COLUMNS", "DatabaseStore", "SQLStore"]
 
 
 class SQLStore(SQLTasks, SQLRuns, SQLReads, SQLAudit, SQLReplicas):
@@ -85,3 +90,14 @@ class SQLStore(SQLTasks, SQLRuns, SQLReads, SQLAudit, SQLReplicas):
     to reuse an existing engine, and ``clock`` to control ``runs.created_at``.
     Call :meth:`upgrade` once before use. Safe to share between threads.
     """
+
+
+class DatabaseStore(Store, Protocol):
+    """Every store port on an SQL database, whose engine the daemon also uses.
+
+    The daemon's single-instance lock and its clock-skew probe talk to the database
+    itself, so a daemon needs this, not just :class:`~reconciler.core.protocols.Store`.
+    """
+
+    @property
+    def engine(self) -> Engine: ...

@@ -114,7 +114,7 @@ class SQLReplicas(SQLBase):
         }
         if status is not None:
             document = dict(status)
-            identity = _replica_identity(document)
+            identity = replica_identity(document)
             changes.append((replicas.c.status, document))
             changes.extend((replicas.c[key], value) for key, value in identity.items())
             new_row.update(identity, status=document)
@@ -165,7 +165,7 @@ class SQLReplicas(SQLBase):
             return int(conn.execute(stmt).rowcount)
 
 
-def _replica_identity(status: Mapping[str, Any]) -> dict[str, Any]:
+def replica_identity(status: Mapping[str, Any]) -> dict[str, Any]:
     """``host``/``pid``/``version`` columns from a replica's status dict (keys present only)."""
     out: dict[str, Any] = {}
     host, pid, version = status.get("host"), status.get("pid"), status.get("version")

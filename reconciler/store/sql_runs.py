@@ -4,7 +4,7 @@ abandon, prune. See :mod:`reconciler.store.sql` for the rules.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -80,10 +80,7 @@ class SQLRuns(SQLBase):
                 # pool; look with a fresh one whether the unique key is what failed.
                 if not self._run_exists(run):
                     raise
-                raise DuplicateRunError(
-                    f"run {run.task_name} slot {iso(run.slot)} attempt {run.attempt} "
-                    "already exists (another replica claimed it)"
-                ) from None
+                raise duplicate_run_error(run) from None
         return _new_record(run, run_id, created_at)
 
     def insert_runs(self, batch: Sequence[NewRun]) -> list[RunRecord | None]:
@@ -127,12 +124,7 @@ class SQLRuns(SQLBase):
         holder has written the row. ``False`` too for an unknown ``run_id``. Only the
         columns in ``RUN_UPDATE_COLUMNS`` may be set (``ValueError`` otherwise).
         """
-        unknown = set(values) - RUN_UPDATE_COLUMNS
-        if unknown:
-            raise ValueError(
-                f"update_run: column(s) {sorted(unknown)} cannot be updated; "
-                f"allowed: {sorted(RUN_UPDATE_COLUMNS)}"
-            )
+        check_run_columns(values)
         if "status" in values:
             values["status"] = RunStatus(values["status"]).value
         conditions = [runs.c.id == run_id]
@@ -171,8 +163,7 @@ class SQLRuns(SQLBase):
         (failed, timed_out, cancelled, abandoned, missed, skipped). Pending and running
         rows are never deleted. Returns the number of rows deleted.
         """
-        if successful < 0 or failed < 0:
-            raise ValueError("prune_runs: successful and failed must be >= 0")
+        check_prune_limits(successful, failed)
         stmt = (
             select(runs.c.id, runs.c.status)
             .where(runs.c.task_name == task_name, runs.c.status.not_in(ACTIVE_STATUSES))
@@ -271,9 +262,7 @@ class SQLRuns(SQLBase):
         ``started_at``; ``reason`` only when given (a reason the CLI wrote is kept).
         ``False`` when another replica was first or the run is gone.
         """
-        new_status = RunStatus(status)
-        if new_status is RunStatus.PENDING:
-            raise ValueError("claim_pending_run: the new status cannot be pending")
+        new_status = check_claim_status(status)
         values: dict[str, Any] = {
             "status": new_status.value,
             "replica": replica,
@@ -303,6 +292,36 @@ class SQLRuns(SQLBase):
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def duplicate_run_error(run: NewRun) -> DuplicateRunError:
+    return DuplicateRunError(
+        f"run {run.task_name} slot {iso(run.slot)} attempt {run.attempt} "
+        "already exists (another replica claimed it)"
+    )
+
+
+def check_run_columns(values: Mapping[str, Any]) -> None:
+    """``ValueError`` unless every key is a column ``update_run`` may set."""
+    unknown = set(values) - RUN_UPDATE_COLUMNS
+    if unknown:
+        raise ValueError(
+            f"update_run: column(s) {sorted(unknown)} cannot be updated; "
+            f"allowed: {sorted(RUN_UPDATE_COLUMNS)}"
+        )
+
+
+def check_prune_limits(successful: int, failed: int) -> None:
+    if successful < 0 or failed < 0:
+        raise ValueError("prune_runs: successful and failed must be >= 0")
+
+
+def check_claim_status(status: RunStatus) -> RunStatus:
+    """The status a claimed pending run gets; ``ValueError`` for ``pending`` itself."""
+    new_status = RunStatus(status)
+    if new_status is RunStatus.PENDING:
+        raise ValueError("claim_pending_run: the new status cannot be pending")
+    return new_status
 
 
 def _insert_ignoring_duplicates(dialect: str) -> Any:

@@ -103,23 +103,7 @@ class SQLTasks(SQLBase):
         creates, updates, deletes = plan.creates, plan.updates, plan.deletes
         sha = revision.sha if revision is not None else None
         dirty = revision.dirty if revision is not None else False
-        counts = {
-            "created": len(creates),
-            "updated": len(updates),
-            "deleted": len(deletes),
-            "unchanged": plan.count(Action.UNCHANGED),
-            "kept": plan.count(Action.KEEP),
-        }
-        # Names per action (unchanged only as a count: it is every task, every apply).
-        summary: dict[str, Any] = {
-            "create": [c.name for c in creates],
-            "update": [c.name for c in updates],
-            "delete": [c.name for c in deletes],
-            "keep": [c.name for c in plan.kept],
-            "unchanged": counts["unchanged"],
-            "drift": [d.name for d in plan.drift],
-            "errors": len(plan.errors),
-        }
+        counts, summary = apply_summary_of(plan)
         try:
             with self._errors("apply the plan"), self.engine.begin() as conn:
                 if creates:
@@ -141,7 +125,7 @@ class SQLTasks(SQLBase):
                 )
                 apply_id = new_id(result)
         except _Conflict as conflict:
-            stale = _describe(self._stale_names(plan, conflict.names))
+            stale = describe_tasks(self._stale_names(plan, conflict.names))
             raise StoreError(f"{stale} changed since the plan was made; plan again") from None
         return ApplyRecord(
             id=apply_id,
@@ -405,12 +389,7 @@ class SQLTasks(SQLBase):
         params: list[dict[str, Any]] = []
         for name in sorted(updates):
             values = updates[name]
-            unknown = set(values) - SCHEDULE_COLUMNS
-            if unknown:
-                raise ValueError(
-                    f"set_schedule_state: unknown column(s) {sorted(unknown)}; "
-                    f"allowed: {sorted(SCHEDULE_COLUMNS)}"
-                )
+            check_schedule_columns(values)
             if not values:
                 continue
             row: dict[str, Any] = {"b_name": name}
@@ -441,6 +420,38 @@ class SQLTasks(SQLBase):
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def check_schedule_columns(values: Mapping[str, Any]) -> None:
+    """``ValueError`` unless every key is a scheduler column of the task table."""
+    unknown = set(values) - SCHEDULE_COLUMNS
+    if unknown:
+        raise ValueError(
+            f"set_schedule_state: unknown column(s) {sorted(unknown)}; "
+            f"allowed: {sorted(SCHEDULE_COLUMNS)}"
+        )
+
+
+def apply_summary_of(plan: Plan) -> tuple[dict[str, int], dict[str, Any]]:
+    """The counts of an ``applies`` row and its JSON summary (task names per action)."""
+    counts = {
+        "created": len(plan.creates),
+        "updated": len(plan.updates),
+        "deleted": len(plan.deletes),
+        "unchanged": plan.count(Action.UNCHANGED),
+        "kept": plan.count(Action.KEEP),
+    }
+    # Names per action (unchanged only as a count: it is every task, every apply).
+    summary: dict[str, Any] = {
+        "create": [c.name for c in plan.creates],
+        "update": [c.name for c in plan.updates],
+        "delete": [c.name for c in plan.deletes],
+        "keep": [c.name for c in plan.kept],
+        "unchanged": counts["unchanged"],
+        "drift": [d.name for d in plan.drift],
+        "errors": len(plan.errors),
+    }
+    return counts, summary
 
 
 def _execute_guarded(conn: Connection, stmt: Any, params: list[dict[str, Any]]) -> None:
@@ -496,7 +507,7 @@ def _process_column(values: list[Any], process: Any) -> list[Any]:
     return out
 
 
-def _describe(names: Sequence[str], limit: int = 10) -> str:
+def describe_tasks(names: Sequence[str], limit: int = 10) -> str:
     if len(names) == 1:
         return f"task {names[0]}"
     more = f" (and {len(names) - limit} more)" if len(names) > limit else ""
