@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 from fastapi import Body, Depends, FastAPI, Query, Request, Security
 from fastapi import Path as PathParam
@@ -48,6 +48,7 @@ from reconciler.api.views import (
 )
 from reconciler.core.errors import ReconcilerError, TaskNotFoundError
 from reconciler.core.model import NAME_PATTERN
+from reconciler.core.protocols import ReadModel
 from reconciler.core.redaction import redact
 from reconciler.core.runtime import RunRecord, RunStatus
 from reconciler.core.schedule import Schedule
@@ -55,6 +56,7 @@ from reconciler.service.operations import Caller
 
 log = logging.getLogger("reconciler.api")
 STATIC = Path(__file__).resolve().parent / "static"
+P = ParamSpec("P")
 T = TypeVar("T")
 
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
@@ -392,7 +394,7 @@ def create_app(ctx: ApiContext | None) -> FastAPI:
             raise ApiError(503, "no daemon behind this app")
         return ctx
 
-    async def read(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def read(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(pool, functools.partial(fn, *args, **kwargs))
 
@@ -763,7 +765,7 @@ def _fire_times(row: Any, nxt: Any, now: Any) -> list[dict[str, str]]:
     return times
 
 
-def _detail_reads(store: Any, name: str, row: Any, nxt: Any, now: Any, want_counts: bool,
+def _detail_reads(store: ReadModel, name: str, row: Any, nxt: Any, now: Any, want_counts: bool,
                   want_times: bool) -> tuple[dict[str, int], list[dict[str, str]]]:
     counts: dict[str, int] = store.run_counts(name) if want_counts else {}
     times = _fire_times(row, nxt, now) if want_times else []

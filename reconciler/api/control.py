@@ -16,9 +16,9 @@ from reconciler.api.events import EventHub
 from reconciler.api.index import TaskIndex
 from reconciler.api.metrics import Metrics
 from reconciler.core.clock import Clock, SystemClock
+from reconciler.core.protocols import Store
 from reconciler.core.runtime import ActualTask, RunRecord
 from reconciler.service.operations import Caller, ResumeResult
-from reconciler.store import SQLStore
 
 MAX_BODY = 64 * 1024
 
@@ -70,7 +70,7 @@ class Operations(Protocol):
 
 @dataclass
 class ApiContext:
-    store: SQLStore  # reads (and audit rows), from the API's own threads
+    store: Store  # reads (and audit rows), from the API's own threads
     ops: Operations
     index: TaskIndex = field(default_factory=TaskIndex)
     metrics: Metrics = field(default_factory=Metrics)

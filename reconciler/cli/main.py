@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from reconciler.core.plan import SafetyOptions
-    from reconciler.store import SQLStore
+    from reconciler.core.protocols import Store
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------ helpers
 
 
-def _store(url: str | None, *, create: bool = False) -> SQLStore:
+def _store(url: str | None, *, create: bool = False) -> Store:
     """The store, its schema upgraded. Only ``create`` (apply) makes a new SQLite file:
     for every other command a missing file is a typo, not an empty database."""
     from reconciler.store import create_store

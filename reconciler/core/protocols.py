@@ -46,15 +46,22 @@ class NewRun:
 
 
 class TaskStore(Protocol):
-    """The runtime table. ``apply_plan`` is the only writer of task definitions."""
+    """The runtime table, for planning and applying (service, CLI, daemon resync).
+
+    ``apply_plan`` is the only writer of task definitions; operators' suspend
+    overrides are the only other writes to a task row besides the scheduler's columns.
+    """
 
     def upgrade(self) -> None:
         """Create or migrate the schema to the newest revision."""
 
     def load_tasks(self) -> list[ActualTask]:
-        """Every live (not deleted) task."""
+        """Every live (not deleted) task, by name."""
 
     def get_task(self, name: str, *, include_deleted: bool = False) -> ActualTask | None: ...
+
+    def get_tasks(self, names: Sequence[str]) -> list[ActualTask]:
+        """The live tasks among ``names``, by name; unknown and deleted names are left out."""
 
     def apply_plan(
         self, plan: Plan, *, actor: str, revision: GitRevision | None, now: datetime
@@ -65,17 +72,18 @@ class TaskStore(Protocol):
         changed since the plan was made (optimistic check on generation).
         """
 
-    def list_applies(self, limit: int = 20) -> list[ApplyRecord]: ...
-
     def set_override(self, name: str, override: SuspendOverride | None) -> ActualTask:
         """Set or clear a runtime suspend override (raises ``TaskNotFoundError``)."""
 
-    def set_schedule_state(self, updates: Mapping[str, Mapping[str, datetime | None]]) -> None:
-        """Persist scheduler columns, e.g. ``{"t": {"next_fire_at": ..., "last_slot_at": ...}}``."""
+    def override_marker(self) -> tuple[datetime | None, int, int]:
+        """A fingerprint of every suspend override; changes on every ``set_override``."""
 
 
 class RunStore(Protocol):
-    """Run records. Inserting a duplicate (task, slot, attempt) raises ``DuplicateRunError``."""
+    """What the scheduler writes: run records and the scheduler columns of tasks.
+
+    Inserting a duplicate (task, slot, attempt) raises ``DuplicateRunError``.
+    """
 
     def insert_run(self, run: NewRun) -> RunRecord: ...
 
@@ -93,6 +101,96 @@ class RunStore(Protocol):
 
     def prune_runs(self, task_name: str, *, successful: int, failed: int) -> int:
         """Keep the newest N successful and N failed finished runs; return how many were deleted."""
+
+    def claim_pending_run(
+        self,
+        run_id: int,
+        *,
+        replica: str,
+        fencing_token: int | None,
+        started_at: datetime,
+        status: RunStatus = RunStatus.RUNNING,
+        reason: str | None = None,
+    ) -> bool:
+        """Take a ``pending`` run; True only for the one caller that got it."""
+
+    def abandon_runs(
+        self, *, replica: str, stale_before: datetime | None, now: datetime, reason: str
+    ) -> list[RunRecord]:
+        """Mark runs whose process is gone ``abandoned``; return them (oldest id first)."""
+
+    def next_attempt(self, task_name: str, slot: datetime) -> int:
+        """1 + the highest attempt recorded for ``(task_name, slot)``; 1 when there is none."""
+
+    def set_schedule_state(self, updates: Mapping[str, Mapping[str, datetime | None]]) -> None:
+        """Persist scheduler columns, e.g. ``{"t": {"next_fire_at": ..., "last_slot_at": ...}}``."""
+
+
+class ReadModel(Protocol):
+    """Aggregate reads for the API, the dashboard and ``reconciler status``."""
+
+    def ping(self) -> None:
+        """Raise ``StoreError`` when the store cannot be reached."""
+
+    def latest_runs(
+        self, names: Sequence[str] | None = None, *, executed: bool = False
+    ) -> dict[str, RunRecord]:
+        """The newest run (highest id) per task; with ``executed``, of runs that ran."""
+
+    def run_counts(self, task_name: str) -> dict[str, int]:
+        """Run rows of one task per status (statuses with none left out)."""
+
+    def count_runs(self, task_name: str | None = None) -> int: ...
+
+    def list_applies(self, limit: int = 20) -> list[ApplyRecord]: ...
+
+    def apply_summary(self, apply_id: int) -> dict[str, Any] | None:
+        """The JSON summary of one apply: task names per action."""
+
+
+class AuditStore(Protocol):
+    """One row per operator action (API mutations, CLI trigger/suspend/resume)."""
+
+    def add_audit(
+        self,
+        *,
+        at: datetime,
+        actor: str,
+        action: str,
+        target: str | None,
+        outcome: str,
+        client: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> int: ...
+
+    def list_audit(
+        self, *, limit: int = 50, target: str | None = None, before_id: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Newest first: ``id``, ``at``, ``actor``, ``action``, ``target``, ``outcome``,
+        ``client`` and ``detail``."""
+
+
+class ReplicaStore(Protocol):
+    """One status row per daemon replica."""
+
+    def write_replica_status(
+        self, replica: str, status: Mapping[str, Any] | None, now: datetime
+    ) -> None:
+        """Upsert a replica's row (heartbeat); ``status=None`` marks it stopped."""
+
+    def list_replicas(self, *, include_stopped: bool = True) -> list[dict[str, Any]]: ...
+
+    def delete_stale_replicas(self, before: datetime) -> int: ...
+
+
+class Store(TaskStore, RunStore, ReadModel, AuditStore, ReplicaStore, Protocol):
+    """Every port together: what the SQL store and the in-memory store implement."""
+
+    def close(self) -> None: ...
+
+
+#: The ports, one per kind of caller (the contract suite checks each implementation).
+STORE_PORTS: tuple[type, ...] = (TaskStore, RunStore, ReadModel, AuditStore, ReplicaStore, Store)
 
 
 # ------------------------------------------------------------------------- executors

@@ -58,6 +58,7 @@ from reconciler.locks import (
 from reconciler.manifests import LoadCache
 from reconciler.service import ReconcileResult, reconcile
 from reconciler.store.instance_lock import InstanceLock
+from reconciler.store.sql import DatabaseStore
 from reconciler.store.sqlite_guard import FileGuard
 
 log = logging.getLogger("reconciler.daemon")
@@ -117,12 +118,12 @@ def _interesting(path: str) -> bool:
 
 class Daemon:
     def __init__(self, config: DaemonConfig, *, clock: Clock | None = None,
-                 store: Any = None) -> None:
-        from reconciler.store import create_store
+                 store: DatabaseStore | None = None) -> None:
+        from reconciler.store import SQLStore
 
         self.config = config
         self.clock = clock or SystemClock()
-        self.store = store or create_store(config.database)
+        self.store: DatabaseStore = store or SQLStore(config.database)
         #: A SQLite file deleted, replaced or truncated under the daemon: not ready
         self.db_guard = FileGuard.attach(self.store.engine)
         self.worker = StoreWorker()

@@ -41,6 +41,7 @@ from reconciler.core.protocols import (
     ExecutionResult,
     Executor,
     NewRun,
+    RunStore,
 )
 from reconciler.core.runtime import ActualTask, RunRecord, RunStatus, Trigger
 from reconciler.core.scheduling import (
@@ -212,7 +213,7 @@ class _Events:
 class Scheduler:
     def __init__(
         self,
-        store: Any,
+        store: RunStore,
         worker: StoreWorker,
         claimer: Claimer,
         executor: Executor,

@@ -12,8 +12,9 @@ import asyncio
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import ParamSpec, TypeVar
 
+P = ParamSpec("P")
 T = TypeVar("T")
 
 
@@ -22,11 +23,11 @@ class StoreWorker:
         self._hot = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-hot")
         self._bulk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-bulk")
 
-    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._hot, functools.partial(fn, *args, **kwargs))
 
-    async def bulk(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def bulk(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._bulk, functools.partial(fn, *args, **kwargs))
 

@@ -1,4 +1,10 @@
-"""Fixtures that run the store contract suite on SQLite, PostgreSQL and MariaDB.
+"""Fixtures that run the store contract suite on memory, SQLite, PostgreSQL and MariaDB.
+
+The in-memory store
+    ``memory`` is :class:`~reconciler.store.MemoryStore`: the ``store`` fixture gives a
+    fresh one per test. Tests of what only a database has (migrations, the schema, raw
+    SQL, driver events) are not collected for it: those that use ``database_url`` or
+    ``empty_database_url``, and those marked ``sql_only``.
 
 Which servers are used
     ``RECONCILER_TEST_POSTGRES_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``)
@@ -28,11 +34,14 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from reconciler.store import SQLStore, normalize_url, safe_url
+from reconciler.core.protocols import Store
+from reconciler.store import MemoryStore, SQLStore, normalize_url, safe_url
 from reconciler.store.schema import applies, replicas, runs, tasks
 from tests.services.ci import unavailable
 
-BACKENDS = ("sqlite", "postgresql", "mariadb")
+BACKENDS = ("memory", "sqlite", "postgresql", "mariadb")
+#: Fixtures only a database has; tests using them do not run on ``memory``.
+SQL_FIXTURES = frozenset({"database_url", "empty_database_url"})
 SERVER_URLS = {
     "postgresql": os.environ.get(
         "RECONCILER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -63,7 +72,7 @@ class Backend:
         return self._admin
 
     def check(self) -> None:
-        if self.name == "sqlite":
+        if self.name in ("memory", "sqlite"):
             return
         if self.name in _unreachable:
             unavailable(_unreachable[self.name])
@@ -136,10 +145,32 @@ def wipe(engine: Engine) -> None:
                 conn.execute(table.delete())
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sql_only: a store test of what only SQL has")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave SQL-only tests out of the ``memory`` backend (not collected, not skipped)."""
+    kept, left_out = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_memory = callspec is not None and callspec.params.get("backend") == "memory"
+        sql = item.get_closest_marker("sql_only") is not None or bool(
+            SQL_FIXTURES & set(getattr(item, "fixturenames", ()))
+        )
+        (left_out if on_memory and sql else kept).append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
+
+
 @pytest.fixture
-def store(database_url: URL) -> Iterator[SQLStore]:
-    """An upgraded store with empty tables."""
-    s = SQLStore(database_url)
+def store(backend: Backend, request: pytest.FixtureRequest) -> Iterator[Store]:
+    """An upgraded store with empty tables (a fresh ``MemoryStore`` on ``memory``)."""
+    if backend.name == "memory":
+        yield MemoryStore()
+        return
+    s = SQLStore(request.getfixturevalue("database_url"))
     wipe(s.engine)
     try:
         yield s

@@ -1,7 +1,8 @@
 """The scheduler driven by a fake clock: no sleeps, exact slots, every policy.
 
-The store is a real SQLite file (fast and honest about what is recorded); the
-executor is a fake whose runs finish when the test says so.
+The store is the in-memory store (the contract suite holds it to the SQL store's
+semantics, so what is recorded is what SQL would record); the executor is a fake
+whose runs finish when the test says so.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from reconciler.core.runtime import RunRecord, RunStatus, SuspendOverride, Trigg
 from reconciler.daemon.claims import InProcessClaimer
 from reconciler.daemon.scheduler import Scheduler
 from reconciler.daemon.worker import StoreWorker
-from reconciler.store import SQLStore
+from reconciler.store import MemoryStore
 
 T0 = datetime(2026, 3, 2, 12, 0, 0, tzinfo=UTC)
 
@@ -78,8 +79,7 @@ def doc(name: str, schedule: str, **spec: Any) -> dict[str, Any]:
 
 class Harness:
     def __init__(self, tmp: Path, start: datetime = T0) -> None:
-        self.store = SQLStore(f"sqlite:///{tmp / 'state.db'}")
-        self.store.upgrade()
+        self.store = MemoryStore()
         self.clock = FakeClock(start)
         self.executor = FakeExecutor()
         self.worker = StoreWorker()
