@@ -440,7 +440,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     import logging
 
     from reconciler.core.clock import SystemClock
-    from reconciler.daemon import Daemon, DaemonConfig
+    from reconciler.daemon import DaemonConfig
+    from reconciler.daemon.compose import build_daemon
 
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -482,9 +483,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         clock = SystemClock(sign * _duration_arg("--clock-offset", text.lstrip("+-")))
         if clock.offset == timedelta(0):
             clock = None
-    import asyncio
-
-    return asyncio.run(Daemon(config, clock=clock).run())
+    return asyncio.run(build_daemon(config, clock=clock).run())
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -17,42 +17,77 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from reconciler.api import ApiContext, ApiObserver, EventHub, Metrics, TaskIndex
+from reconciler.api import ApiContext, ApiObserver
 from reconciler.api.auth import TokenStore
 from reconciler.api.metrics import ZOOKEEPER_STATES
+from reconciler.core.clock import Clock
 from reconciler.core.errors import ReconcilerError
+from reconciler.core.plan import SafetyOptions
 from reconciler.core.plan_document import plan_document
 from reconciler.core.runtime import ActualTask, RunRecord
 from reconciler.daemon.host import SchedulerHost
-from reconciler.daemon.scheduler import ActiveRun
+from reconciler.daemon.scheduler import ActiveRun, Scheduler
+from reconciler.daemon.state import Cluster, DaemonState
+from reconciler.daemon.worker import StoreWorker
+from reconciler.manifests import LoadCache
 from reconciler.service.operations import Caller, ResumeResult, TaskOperations
+from reconciler.store.sql import DatabaseStore
+from reconciler.store.sqlite_guard import FileGuard
 
 if TYPE_CHECKING:
     from reconciler.api.server import ApiServer
-    from reconciler.daemon.app import Daemon
     from reconciler.service import ReconcileResult
 
 log = logging.getLogger("reconciler.daemon")
 PLAN_CACHE_S = 2.0
 
 
-class DaemonOperations:
-    """:class:`~reconciler.api.control.Operations` on a running :class:`Daemon`."""
+@dataclass(frozen=True)
+class DaemonParts:
+    """What the API side of a daemon reads: given by the composition function."""
 
-    def __init__(self, daemon: Daemon, api: DaemonApi) -> None:
-        self.d = daemon
+    config: DaemonConfigView
+    clock: Clock
+    store: DatabaseStore
+    worker: StoreWorker
+    cache: LoadCache
+    scheduler: Scheduler
+    state: DaemonState
+    cluster: Cluster | None = None
+    db_guard: FileGuard | None = None
+
+
+class DaemonConfigView(Protocol):
+    """The settings the API side reads (a :class:`~reconciler.daemon.app.DaemonConfig`)."""
+
+    @property
+    def replica(self) -> str: ...
+
+    @property
+    def manifests(self) -> str: ...
+
+    @property
+    def safety(self) -> SafetyOptions: ...
+
+
+class DaemonOperations:
+    """:class:`~reconciler.api.control.Operations` on a running daemon."""
+
+    def __init__(self, parts: DaemonParts, api: DaemonApi) -> None:
+        self.d = parts
         self.api = api
-        self.replica = daemon.config.replica
+        self.replica = parts.config.replica
         self._plan: tuple[float, int, dict[str, Any]] | None = None
         self._plan_lock = asyncio.Lock()
         self.tasks = TaskOperations(
-            daemon.store, daemon.clock, call=daemon.worker.call,
-            host=SchedulerHost(daemon.scheduler, api.observer, self.replica))
+            parts.store, parts.clock, call=parts.worker.call,
+            host=SchedulerHost(parts.scheduler, api.observer, self.replica))
 
     # ------------------------------------------------------------------- reads
 
@@ -62,7 +97,7 @@ class DaemonOperations:
 
     def _coordinator(self) -> Any:
         """The distributed mode's ZooKeeper coordinator, or None (single replica)."""
-        return getattr(self.d, "coordinator", None)
+        return None if self.d.cluster is None else self.d.cluster.coordinator
 
     def refresh(self) -> None:
         """Pull-based gauges, before a scrape: writer and ZooKeeper state."""
@@ -79,36 +114,35 @@ class DaemonOperations:
 
     def ready_checks(self) -> dict[str, tuple[bool, str]]:
         checks: dict[str, tuple[bool, str]] = {}
-        if self.d.last_result is not None:
+        state = self.d.state
+        if state.last_result is not None:
             checks["reconcile"] = (True, "the manifests were reconciled")
         else:
-            checks["reconcile"] = (False, self.d.last_error or "the first reconcile is not done")
+            checks["reconcile"] = (False, state.last_error or "the first reconcile is not done")
         write_error = self.d.scheduler.write_error
         checks["writes"] = ((True, "the last write to the database succeeded")
                             if write_error is None
                             else (False, f"writes to the database fail: {write_error}"))
-        guard = getattr(self.d, "db_guard", None)
+        guard = self.d.db_guard
         if guard is not None and guard.problem is not None:
             # replaces /readyz's ping: the unlinked file still answers, or the guard
             # refuses it with this reason
             checks["database"] = (False, guard.problem)
+        checks["database-lock"] = ((True, "this daemon holds the database lock")
+                                   if state.lock_error is None else (False, state.lock_error))
         coordinator = self._coordinator()
-        if coordinator is not None and "zookeeper" not in self.api.ready_checks:
+        if coordinator is not None:
             try:
-                state = str(coordinator.state)
+                session = str(coordinator.state)
             except Exception:
-                state = "unknown"
-            checks["zookeeper"] = (state == "connected", f"ZooKeeper session {state}")
-        for name, check in self.api.ready_checks.items():
-            try:
-                checks[name] = check()
-            except Exception as exc:  # a broken check must not break /readyz
-                checks[name] = (False, f"check failed: {exc.__class__.__name__}")
+                session = "unknown"
+            checks["zookeeper"] = (session == "connected", f"ZooKeeper session {session}")
         return checks
 
     def status_info(self) -> dict[str, Any]:
-        result = self.d.last_result
-        mode, writer = self.api.mode, self.api.writer
+        result = self.d.state.last_result
+        mode: str = "single"
+        writer: str | None = self.replica
         coordinator = self._coordinator()
         if coordinator is not None:
             mode = "distributed"
@@ -173,7 +207,8 @@ class DaemonApi:
 
     def __init__(
         self,
-        daemon: Daemon,
+        parts: DaemonParts,
+        observer: ApiObserver,
         *,
         listen: str | None = None,
         api_token: str | None = None,
@@ -181,27 +216,23 @@ class DaemonApi:
         auth_reads: bool = False,
         allowed_hosts: Sequence[str] | None = None,
     ) -> None:
-        self.daemon = daemon
+        self.parts = parts
         self.listen = listen
         self.allowed_hosts = allowed_hosts
-        self.index = TaskIndex()
-        self.metrics = Metrics()
-        self.events = EventHub()
-        self.observer = ApiObserver(self.index, self.metrics, self.events)
-        self.tokens = TokenStore(api_token, token_file, clock=daemon.clock)
+        self.observer = observer
+        self.index = observer.index
+        self.metrics = observer.metrics
+        self.events = observer.events
+        self.tokens = TokenStore(api_token, token_file, clock=parts.clock)
         if auth_reads and not self.tokens.configured:
             raise ReconcilerError("--auth-reads needs a token: set RECONCILER_API_TOKEN or "
                                   "--api-token-file")
-        self.ops = DaemonOperations(daemon, self)
+        self.ops = DaemonOperations(parts, self)
         self.ctx = ApiContext(
-            store=daemon.store, ops=self.ops, index=self.index, metrics=self.metrics,
-            events=self.events, tokens=self.tokens, clock=daemon.clock,
+            store=parts.store, ops=self.ops, index=self.index, metrics=self.metrics,
+            events=self.events, tokens=self.tokens, clock=parts.clock,
             auth_reads=auth_reads,
         )
-        #: For the distributed mode: who fires slots, and extra readiness checks.
-        self.mode = "single"
-        self.writer: str | None = daemon.config.replica
-        self.ready_checks: dict[str, Callable[[], tuple[bool, str]]] = {}
         self.last_reconcile: dict[str, Any] | None = None
         self.server: ApiServer | None = None
         self._app: Any = None
@@ -228,7 +259,7 @@ class DaemonApi:
 
     async def started(self) -> None:
         """After the first reconcile: seed the newest runs, warm the list cache."""
-        d = self.daemon
+        d = self.parts
         try:
             latest = await d.worker.bulk(d.store.latest_runs)
             executed = await d.worker.bulk(d.store.latest_runs, executed=True)

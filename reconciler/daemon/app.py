@@ -34,26 +34,19 @@ from typing import Any
 
 from kazoo.exceptions import KazooException
 
-from reconciler.core.clock import Clock, SystemClock
+from reconciler.core.clock import Clock
 from reconciler.core.errors import ReconcilerError
 from reconciler.core.plan import Action, SafetyOptions
-from reconciler.core.protocols import Claimer
 from reconciler.core.runtime import ActualTask, RunRecord, RunStatus, Trigger
-from reconciler.core.scheduling import cancel_on_claim_lost, decide_retry
+from reconciler.core.scheduling import decide_retry
 from reconciler.daemon.api_ops import DaemonApi
-from reconciler.daemon.claims import InProcessClaimer
 from reconciler.daemon.offload import OffloadExecutor
-from reconciler.daemon.scheduler import Scheduler, SchedulerConfig
+from reconciler.daemon.scheduler import Scheduler
+from reconciler.daemon.state import Cluster, DaemonState
 from reconciler.daemon.worker import StoreWorker
-from reconciler.executors import DispatchExecutor
 from reconciler.locks import (
     ChangeEvent,
     ConnectionState,
-    SkewGuard,
-    SkewGuardedClaimer,
-    ZooKeeperClaim,
-    ZooKeeperClaimer,
-    ZooKeeperCoordinator,
 )
 from reconciler.manifests import LoadCache
 from reconciler.service import ReconcileResult, reconcile
@@ -117,59 +110,45 @@ def _interesting(path: str) -> bool:
 
 
 class Daemon:
-    def __init__(self, config: DaemonConfig, *, clock: Clock | None = None,
-                 store: DatabaseStore | None = None) -> None:
-        from reconciler.store import SQLStore
+    """The service's loops over parts built by :func:`~reconciler.daemon.compose.
+    build_daemon` (the one place that wires them; nothing is set after construction)."""
 
+    def __init__(
+        self,
+        config: DaemonConfig,
+        *,
+        clock: Clock,
+        store: DatabaseStore,
+        worker: StoreWorker,
+        cache: LoadCache,
+        scheduler: Scheduler,
+        executor: OffloadExecutor | None,
+        api: DaemonApi,
+        state: DaemonState,
+        instance_lock: InstanceLock,
+        db_guard: FileGuard | None = None,
+        cluster: Cluster | None = None,
+    ) -> None:
         self.config = config
-        self.clock = clock or SystemClock()
-        self.store: DatabaseStore = store or SQLStore(config.database)
+        self.clock = clock
+        self.store = store
         #: A SQLite file deleted, replaced or truncated under the daemon: not ready
-        self.db_guard = FileGuard.attach(self.store.engine)
-        self.worker = StoreWorker()
-        self.cache = LoadCache()
+        self.db_guard = db_guard
+        self.worker = worker
+        self.cache = cache
+        self.scheduler = scheduler
+        #: The executors' loop (None when a test runs its executor on this loop)
+        self.executor = executor
+        self.api = api
+        self.state = state
+        #: One single-replica daemon per database (distributed replicas share it).
+        self.instance_lock = instance_lock
+        self.cluster = cluster
+        self.coordinator = cluster.coordinator if cluster is not None else None
+        self.skew_guard = cluster.skew_guard if cluster is not None else None
         self.stop = asyncio.Event()
         self.resync_now = asyncio.Event()
-        self.last_result: ReconcileResult | None = None
-        self.last_error: str | None = None
-        self.executor = OffloadExecutor(DispatchExecutor())
-        claimer: Claimer = InProcessClaimer()
-        self.coordinator: ZooKeeperCoordinator | None = None
-        self.skew_guard: SkewGuard | None = None
-        if config.zookeeper:
-            self.coordinator = ZooKeeperCoordinator(
-                config.zookeeper, namespace=config.namespace, replica=config.replica,
-                session_timeout=config.zookeeper_session_timeout.total_seconds(),
-            )
-            self.zk_claimer = ZooKeeperClaimer(self.coordinator, on_lost=self._on_claim_lost)
-            self.skew_guard = SkewGuard.for_engine(self.store.engine, self.clock,
-                                                   bound=config.max_clock_skew)
-            claimer = SkewGuardedClaimer(self.zk_claimer, self.skew_guard)
-        self.scheduler = Scheduler(
-            self.store, self.worker, claimer, self.executor, self.clock,
-            SchedulerConfig(
-                replica=config.replica,
-                max_concurrent_runs=config.max_concurrent_runs,
-                output_limit=config.output_limit,
-                skip_covered_slots=self.coordinator is not None,
-                unclaimed_grace=config.unclaimed_grace,
-            ),
-        )
         self._override_marker: Any = None
-        self.api = DaemonApi(self, listen=config.listen, api_token=config.api_token,
-                             token_file=config.api_token_file, auth_reads=config.auth_reads,
-                             allowed_hosts=config.allowed_hosts)
-        self.scheduler.listener = self.api.observer
-        if self.skew_guard is not None:  # a clock off the bound decides nothing
-            self.scheduler.clock_refusal = self.skew_guard.over_bound
-        #: One single-replica daemon per database (distributed replicas share it).
-        self.instance_lock = InstanceLock(self.store.engine, config.replica,
-                                          shared=config.zookeeper is not None,
-                                          describe_holder=self._lock_holder)
-        self.lock_error: str | None = None
-        self.api.ready_checks["database-lock"] = lambda: (
-            (True, "this daemon holds the database lock") if self.lock_error is None
-            else (False, self.lock_error))
         self.actual: dict[str, ActualTask] | None = None
         self.full_resync = False
         self.changed_paths: set[str] = set()
@@ -178,6 +157,18 @@ class Daemon:
         #: The first sync with recovery of missed slots is done. Until then (the first
         #: reconcile failed: database down, apply refused) every reconcile retries it.
         self._started = False
+
+    def _close_executor(self) -> None:
+        if self.executor is not None:  # the executors' own loop and thread
+            self.executor.close()
+
+    @property
+    def last_result(self) -> ReconcileResult | None:
+        return self.state.last_result
+
+    @property
+    def last_error(self) -> str | None:
+        return self.state.last_error
 
     # ------------------------------------------------------------------ start-up
 
@@ -189,39 +180,15 @@ class Daemon:
         await self._abandon_orphans(all_running=self.coordinator is None)
         await self.reconcile_once()
 
-    def _lock_holder(self) -> str | None:
-        """Who holds the database lock, from the replicas' status rows (servers)."""
-        try:
-            rows = self.store.list_replicas(include_stopped=False)
-        except ReconcilerError:
-            return None
-        others = [r for r in rows if r["id"] != self.config.replica and r["heartbeat_at"]]
-        if not others:
-            return None
-        r = max(others, key=lambda r: r["heartbeat_at"])
-        return (f"replica {r['id']}, pid {r['pid']} on {r['host']}, last heartbeat "
-                f"{r['heartbeat_at'].isoformat()}")
-
     async def _check_lock(self) -> None:
         why = await self.worker.call(self.instance_lock.check)
-        if why is not None and why != self.lock_error:
+        if why is not None and why != self.state.lock_error:
             log.error("database lock: %s", why)
-        elif why is None and self.lock_error is not None:
+        elif why is None and self.state.lock_error is not None:
             log.info("database lock held again")
-        self.lock_error = why
+        self.state.lock_error = why
 
     # ------------------------------------------------------------ distributed mode
-
-    def _on_claim_lost(self, claim: ZooKeeperClaim) -> None:
-        """The lock of a run is gone (session lost, lease ran out): stop Forbid/Replace."""
-        for state in self.scheduler.tasks.values():
-            if not cancel_on_claim_lost(state.policy):
-                continue
-            for active in state.active.values():
-                if active.claim is claim:
-                    active.cancel_status = RunStatus.CANCELLED
-                    active.cancel_reason = "lock lost"
-                    active.cancel.set()
 
     def _on_change(self, event: ChangeEvent) -> None:
         if event.info.get("by") != self.config.replica:
@@ -238,7 +205,7 @@ class Daemon:
         try:
             rows = await self.worker.bulk(self.store.load_tasks)
         except ReconcilerError as exc:
-            self.last_error = str(exc)
+            self.state.last_error = str(exc)
             log.error("reading the runtime table failed: %s", exc)
             return
         self.actual = {r.name: r for r in rows}
@@ -321,12 +288,12 @@ class Daemon:
                 actual=list(self.actual.values()), hint=hint,
             )
         except ReconcilerError as exc:
-            self.last_error = str(exc)
+            self.state.last_error = str(exc)
             log.error("reconcile failed: %s", exc)
             self.api.reconciled(None, self.clock.monotonic() - started, self.clock.now(),
                                 str(exc))
             return None
-        self.last_result, self.last_error = result, None
+        self.state.last_result, self.state.last_error = result, None
         for error in result.plan.errors:
             log.error("manifest error: %s (tasks kept)", error)
         for reason in result.plan.refusals:
@@ -479,7 +446,7 @@ class Daemon:
         }
         if self.coordinator is not None and self.skew_guard is not None:
             status["zookeeper"] = self.coordinator.status()
-            status["claims"] = self.zk_claimer.status()
+            status["claims"] = self.cluster.claimer.status() if self.cluster else None
             status["clock_skew"] = self.skew_guard.status()
             connected = self.coordinator.state is ConnectionState.CONNECTED
             with contextlib.suppress(KazooException, TimeoutError, RuntimeError):
@@ -517,7 +484,7 @@ class Daemon:
         except ReconcilerError:
             await self.api.close()
             self.worker.close()
-            self.executor.close()
+            self._close_executor()
             raise
         try:
             return await self._run()
@@ -559,21 +526,17 @@ class Daemon:
         for t in loops:
             t.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
-        if self.coordinator is not None:
-            await self.zk_claimer.close()
-            await self.coordinator.close()  # membership and election node go at once
+        if self.cluster is not None:
+            await self.cluster.claimer.close()
+            await self.cluster.coordinator.close()  # membership and election node go at once
         with contextlib.suppress(ReconcilerError):
             await self.worker.call(self.store.write_replica_status, self.config.replica,
                                    None, self.clock.now())
         await self.api.close()
         self.worker.close()
-        self.executor.close()
+        self._close_executor()
         log.info("stopped")
         return 0
 
 
-def run_daemon(config: DaemonConfig) -> int:
-    return asyncio.run(Daemon(config).run())
-
-
-__all__ = ["Daemon", "DaemonConfig", "Trigger", "run_daemon"]
+__all__ = ["Daemon", "DaemonConfig", "Trigger"]

@@ -52,6 +52,7 @@ from reconciler.core.scheduling import (
     Timeline,
     Verdict,
     admit_backlog,
+    cancel_on_claim_lost,
     decide_backlog,
     decide_retry,
     decide_slot,
@@ -221,6 +222,7 @@ class Scheduler:
         config: SchedulerConfig | None = None,
         on_run_finished: Callable[[RunRecord], None] | None = None,
         listener: SchedulerListener | None = None,
+        clock_refusal: Callable[[], str | None] | None = None,
     ) -> None:
         self.store = store
         self.worker = worker
@@ -245,7 +247,7 @@ class Scheduler:
         self.listener: SchedulerListener = listener or NoListener()
         #: Distributed mode: why this replica's clock must not be trusted now (None: it
         #: may be). While it says so, slots are neither claimed nor recorded here.
-        self.clock_refusal: Callable[[], str | None] | None = None
+        self.clock_refusal = clock_refusal
         #: Why the last write to the database failed; None once a write succeeded
         #: again. A database can answer reads while refusing writes (a read-only or
         #: full file system): /readyz reports this as its ``writes`` check.
@@ -686,6 +688,18 @@ class Scheduler:
             active.cancel_status = RunStatus.CANCELLED
             active.cancel_reason = f"replaced by {what}"
             active.cancel.set()
+
+    def claim_lost(self, claim: Claim) -> None:
+        """The lock of a run is gone (ZooKeeper session lost, lease ran out): stop the
+        run where the policy says so (:func:`cancel_on_claim_lost`)."""
+        for state in self.tasks.values():
+            if not cancel_on_claim_lost(state.policy):
+                continue
+            for active in state.active.values():
+                if active.claim is claim:
+                    active.cancel_status = RunStatus.CANCELLED
+                    active.cancel_reason = "lock lost"
+                    active.cancel.set()
 
     def _launch(self, state: TaskState, record: RunRecord, claim: Claim) -> None:
         active = ActiveRun(record, claim)

@@ -23,7 +23,8 @@ from reconciler.api.app import create_app
 from reconciler.core.clock import FakeClock
 from reconciler.core.protocols import ExecutionEvents, ExecutionRequest, ExecutionResult
 from reconciler.core.runtime import RunStatus
-from reconciler.daemon import Daemon, DaemonConfig
+from reconciler.daemon import DaemonConfig
+from reconciler.daemon.compose import build_daemon
 
 T = TypeVar("T")
 T0 = datetime(2026, 3, 2, 11, 59, 58, tzinfo=UTC)  # a Monday, 2 s before noon UTC
@@ -134,7 +135,8 @@ class FakeExecutor:
 
 class Harness:
     def __init__(self, root: Path, *, token: str | None = TOKEN, token_file: Path | None = None,
-                 auth_reads: bool = False, manifests: dict[str, str] | None = None) -> None:
+                 auth_reads: bool = False, manifests: dict[str, str] | None = None,
+                 executor: Any = None) -> None:
         self.root = root
         self.manifests = root / "manifests"
         self.manifests.mkdir(parents=True, exist_ok=True)
@@ -146,9 +148,8 @@ class Harness:
             replica="test-replica", api_token=token,
             api_token_file=str(token_file) if token_file else None, auth_reads=auth_reads,
         )
-        self.daemon = Daemon(self.config, clock=self.clock)
-        self.executor = FakeExecutor()
-        self.daemon.scheduler.executor = self.executor
+        self.executor = executor or FakeExecutor()
+        self.daemon = build_daemon(self.config, clock=self.clock, executor=self.executor)
         self.app = create_app(self.daemon.api.ctx)
         self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app),
                                         base_url="http://testserver")
@@ -188,7 +189,7 @@ class Harness:
         await self.daemon.api.close()
         self.app.state.read_pool.shutdown(wait=True)
         self.daemon.worker.close()
-        self.daemon.executor.close()
+        assert self.daemon.executor is None  # the fake executor ran on this loop
         self.daemon.store.close()
 
 

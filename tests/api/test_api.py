@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -549,7 +551,10 @@ def test_distributed_mode_state_is_read_from_the_coordinator(tmp_path: Path) -> 
 
     async def scenario() -> None:
         async with harness(tmp_path) as h:
-            h.daemon.coordinator = FakeCoordinator()  # type: ignore[assignment]
+            ops = h.daemon.api.ops
+            single = ops.d
+            # the API side's view of a daemon in distributed mode (the rest stays single)
+            ops.d = replace(single, cluster=SimpleNamespace(coordinator=FakeCoordinator()))
             text = (await h.client.get("/metrics")).text
             assert "reconciler_is_writer 0.0" in text
             assert 'reconciler_zookeeper_state{state="suspended"} 1.0' in text
@@ -563,6 +568,6 @@ def test_distributed_mode_state_is_read_from_the_coordinator(tmp_path: Path) -> 
             assert (await h.client.get("/readyz")).status_code == 200
             status = (await h.client.get("/api/v1/status")).json()
             assert status["writer"] == "test-replica"
-            h.daemon.coordinator = None  # type: ignore[assignment]
+            ops.d = single
 
     run(scenario)

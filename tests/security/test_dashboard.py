@@ -166,10 +166,8 @@ def test_markup_comes_back_as_json_strings_never_html(tmp_path: Path) -> None:
     by the schema, so no task carries them."""
 
     async def scenario() -> None:
-        async with harness(tmp_path, manifests=MANIFESTS) as h:
-            markup = MarkupExecutor()
-            h.executor = markup
-            h.daemon.scheduler.executor = markup
+        markup = MarkupExecutor()
+        async with harness(tmp_path, manifests=MANIFESTS, executor=markup) as h:
             r = await h.client.post("/api/v1/tasks/annotated/suspend", headers=AUTH,
                                     json={"note": MARKUP})
             assert r.status_code == 200

@@ -290,8 +290,8 @@ def test_a_refused_clock_records_no_progress_and_a_far_future_last_slot_is_ignor
         await h.sync()
         await h.advance_to(T0 + 2 * MINUTE + 5 * SECOND)
         ahead = FakeClock(T0 + timedelta(days=1))
-        bad = Scheduler(h.store, h.worker, InProcessClaimer(), h.executor, ahead)
-        bad.clock_refusal = lambda: "clock off by a day"
+        bad = Scheduler(h.store, h.worker, InProcessClaimer(), h.executor, ahead,
+                        clock_refusal=lambda: "clock off by a day")
         await bad.sync(h.store.load_tasks())
         ahead.advance(3 * MINUTE)
         await bad.tick()
