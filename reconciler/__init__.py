@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+#: The one version source: the package metadata (pyproject's dynamic version) reads it.
 __version__ = "0.1.0"
 
 _EXPORTS = {

@@ -548,18 +548,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK if live and not errors else EXIT_ERROR
 
 
-def _run_json(r: Any) -> dict[str, Any]:
-    return {
-        "id": r.id, "task": r.task_name, "slot": r.slot.isoformat(), "attempt": r.attempt,
-        "trigger": str(r.trigger), "status": str(r.status), "replica": r.replica,
-        "startedAt": r.started_at.isoformat() if r.started_at else None,
-        "finishedAt": r.finished_at.isoformat() if r.finished_at else None,
-        "latenessSeconds": r.lateness_seconds, "exitCode": r.exit_code, "error": r.error,
-        "reason": r.reason, "progressPercent": r.progress_percent,
-        "progressMessage": r.progress_message,
-    }
-
-
 def cmd_runs(args: argparse.Namespace) -> int:
     from reconciler.core.errors import TaskNotFoundError
 
@@ -567,8 +555,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
     task = store.get_task(args.name, include_deleted=True)
     if task is None:
         raise TaskNotFoundError(args.name)
+    from reconciler.api.views import run_doc  # the API's wire format, built in one place
+
     runs = store.list_runs(args.name, limit=args.limit)
-    return _emit_runs(args, [_run_json(r) for r in runs], task.time_zone)
+    return _emit_runs(args, [run_doc(r) for r in runs], task.time_zone)
 
 
 def _emit_runs(args: argparse.Namespace, runs: list[dict[str, Any]], zone: str) -> int:
@@ -695,11 +685,6 @@ def remote_get(args: argparse.Namespace) -> int:
     return _emit_task_rows(args, rows)
 
 
-RUN_KEYS = ("id", "task", "slot", "attempt", "trigger", "status", "replica", "startedAt",
-            "finishedAt", "latenessSeconds", "exitCode", "error", "reason", "progressPercent",
-            "progressMessage")
-
-
 def remote_runs(args: argparse.Namespace) -> int:
     with _client(args) as client:
         runs = client.runs(args.name, args.limit)
@@ -712,7 +697,7 @@ def remote_runs(args: argparse.Namespace) -> int:
             except ApiClientError as exc:
                 if exc.status != 404:  # a deleted task: its runs, shown in UTC
                     raise
-    return _emit_runs(args, [{k: r.get(k) for k in RUN_KEYS} for r in runs], zone)
+    return _emit_runs(args, runs, zone)
 
 
 def remote_logs(args: argparse.Namespace) -> int:
