@@ -33,6 +33,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from reconciler import __version__
 from reconciler.api import models
 from reconciler.api.auth import bearer_token
+from reconciler.api.contract import errors
+from reconciler.api.contract import install as install_contract
 from reconciler.api.control import ApiContext, LiveRun
 from reconciler.api.errors import ApiError, error_body, install_handlers
 from reconciler.api.head import HeadMiddleware
@@ -281,25 +283,6 @@ class HostGuard:
         await send({"type": "http.response.body", "body": response.body})
 
 
-ERRORS_READ: dict[int | str, dict[str, Any]] = {
-    code: {"model": models.ErrorResponse, "description": desc}
-    for code, desc in (
-        (400, "Bad request (e.g. an invalid label selector)."),
-        (401, "A token is required (--auth-reads) or the token is invalid, expired or removed."),
-        (413, "Request body too large."),
-        (422, "Invalid parameters."),
-        (503, "The database is unavailable."),
-    )
-}
-ERRORS_ONE = {**ERRORS_READ, 404: {"model": models.ErrorResponse, "description": "Not found."}}
-ERRORS_WRITE = {
-    **ERRORS_ONE,
-    403: {"model": models.ErrorResponse,
-          "description": "Mutations are disabled: no API token is configured."},
-    409: {"model": models.ErrorResponse,
-          "description": "Conflict with the task's or run's current state."},
-}
-
 #: Reads are open unless the daemon runs with --auth-reads: the bearer token is optional.
 OPTIONAL_AUTH: dict[str, Any] = {"security": [{}]}
 
@@ -382,6 +365,7 @@ def create_app(ctx: ApiContext | None) -> FastAPI:
         swagger_ui_oauth2_redirect_url=None,
     )
     install_handlers(app)
+    install_contract(app, {_reader: (401, 503), _writer: (401, 403, 503)})
     app.add_middleware(SecurityMiddleware, max_body=ctx.max_body if ctx else 64 * 1024)
     app.add_middleware(HeadMiddleware)
     pool = ThreadPoolExecutor(max_workers=ctx.read_threads if ctx else 1,
@@ -439,8 +423,7 @@ def create_app(ctx: ApiContext | None) -> FastAPI:
              openapi_extra=OPTIONAL_AUTH, tags=["health"],
              summary="Prometheus metrics (text format)", response_class=Response,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
-                              "description": "Prometheus text exposition format."},
-                        401: ERRORS_READ[401]})
+                              "description": "Prometheus text exposition format."}})
     async def metrics(_: Reader) -> Response:
         c = context()
         c.ops.refresh()
@@ -452,7 +435,7 @@ def create_app(ctx: ApiContext | None) -> FastAPI:
 
     @app.get("/api/v1/tasks",
              openapi_extra=OPTIONAL_AUTH, tags=["tasks"], response_model=models.TaskList,
-             responses=ERRORS_READ, summary="List tasks")
+             summary="List tasks")
     async def list_tasks(
         _: Reader,
         selector: Annotated[str | None, Query(
@@ -473,7 +456,7 @@ def create_app(ctx: ApiContext | None) -> FastAPI:
 
     @app.get("/api/v1/tasks/{name}",
              openapi_extra=OPTIONAL_AUTH, tags=["tasks"], response_model=models.TaskDetail,
-             responses=ERRORS_ONE, summary="One task: spec, suspension, next fire times, runs")
+             summary="One task: spec, suspension, next fire times, runs")
     async def get_task(name: TaskName, _: Reader) -> JSONResponse:
         c = context()
         entry = c.index.get(name)  # kept current by the scheduler: no database read
@@ -536,7 +519,7 @@ def create_app(ctx: ApiContext | None) -> FastAPI:
 
     @app.get("/api/v1/tasks/{name}/runs",
              openapi_extra=OPTIONAL_AUTH, tags=["runs"], response_model=models.RunList,
-             responses=ERRORS_ONE, summary="Runs of a task, newest slot first")
+             summary="Runs of a task, newest slot first")
     async def task_runs(
         name: TaskName,
         _: Reader,
@@ -575,7 +558,7 @@ def create_app(ctx: ApiContext | None) -> FastAPI:
 
     @app.get("/api/v1/runs/{run_id}",
              openapi_extra=OPTIONAL_AUTH, tags=["runs"], response_model=models.RunDetail,
-             responses=ERRORS_ONE, summary="One run, with the end of its output")
+             summary="One run, with the end of its output")
     async def get_run(run_id: RunId, _: Reader) -> JSONResponse:
         record = await run_or_404(run_id)
         live = live_of(record)
@@ -592,8 +575,7 @@ def create_app(ctx: ApiContext | None) -> FastAPI:
     @app.get("/api/v1/runs/{run_id}/log",
              openapi_extra=OPTIONAL_AUTH, tags=["runs"], response_class=Response,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
-                              "description": "The output; streamed while the run is live."},
-                        **ERRORS_ONE},
+                              "description": "The output; streamed while the run is live."}},
              summary="The run's output as text, following it while the run is live")
     async def run_log(
         run_id: RunId,
@@ -613,7 +595,7 @@ def create_app(ctx: ApiContext | None) -> FastAPI:
     # ---------------------------------------------------------------- mutations
 
     @app.post("/api/v1/tasks/{name}/trigger", tags=["mutations"], status_code=202,
-              response_model=models.RunResponse, responses=ERRORS_WRITE,
+              response_model=models.RunResponse, responses=errors(409),
               summary="Run the task now")
     async def trigger(name: TaskName, request: Request, actor: Writer) -> JSONResponse:
         c = context()
@@ -622,7 +604,7 @@ def create_app(ctx: ApiContext | None) -> FastAPI:
         return json({"run": run_doc(record, live=live), "changed": True}, 202)
 
     @app.post("/api/v1/tasks/{name}/suspend", tags=["mutations"],
-              response_model=models.TaskResponse, responses=ERRORS_WRITE,
+              response_model=models.TaskResponse,
               summary="Suspend at run time (idempotent)")
     async def suspend(
         name: TaskName, request: Request, actor: Writer,
@@ -635,7 +617,7 @@ def create_app(ctx: ApiContext | None) -> FastAPI:
         return json({"task": c.index.summary(name), "changed": changed, "run": None})
 
     @app.post("/api/v1/tasks/{name}/resume", tags=["mutations"],
-              response_model=models.TaskResponse, responses=ERRORS_WRITE,
+              response_model=models.TaskResponse, responses=errors(409),
               summary="Resume a task suspended at run time or in git (idempotent)")
     async def resume(
         name: TaskName, request: Request, actor: Writer,
@@ -650,7 +632,11 @@ def create_app(ctx: ApiContext | None) -> FastAPI:
                      "run": None if run is None else run_doc(run)})
 
     @app.post("/api/v1/runs/{run_id}/cancel", tags=["mutations"],
-              response_model=models.RunResponse, responses=ERRORS_WRITE,
+              response_model=models.RunResponse,
+              responses={202: {"model": models.RunResponse,
+                               "description": "Cancel requested: the run is still live and "
+                                              "ends shortly (run.live is true)."},
+                         **errors(409)},
               summary="Cancel a pending or running run (idempotent)")
     async def cancel(run_id: RunId, request: Request, actor: Writer) -> JSONResponse:
         c = context()
@@ -663,14 +649,13 @@ def create_app(ctx: ApiContext | None) -> FastAPI:
 
     @app.get("/api/v1/plan",
              openapi_extra=OPTIONAL_AUTH, tags=["status"], response_model=models.PlanResponse,
-             responses=ERRORS_READ,
              summary="The diff between the manifests on disk and the runtime table")
     async def get_plan(_: Reader) -> JSONResponse:
         return json(await context().ops.plan())
 
     @app.get("/api/v1/status",
              openapi_extra=OPTIONAL_AUTH, tags=["status"], response_model=models.Status,
-             responses=ERRORS_READ, summary="Replicas, writer, last reconcile, manifest errors")
+             summary="Replicas, writer, last reconcile, manifest errors")
     async def status(_: Reader) -> JSONResponse:
         c = context()
         info = c.ops.status_info()
@@ -715,7 +700,7 @@ def create_app(ctx: ApiContext | None) -> FastAPI:
 
     @app.get("/api/v1/audit",
              openapi_extra=OPTIONAL_AUTH, tags=["status"], response_model=models.AuditList,
-             responses=ERRORS_READ, summary="Operator actions through the API, newest first")
+             summary="Operator actions through the API, newest first")
     async def get_audit(
         _: Reader,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
@@ -729,8 +714,7 @@ def create_app(ctx: ApiContext | None) -> FastAPI:
              openapi_extra=OPTIONAL_AUTH, tags=["status"], response_class=StreamingResponse,
              responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
                               "description": "Server-sent events: hello, task, run, "
-                                             "reconcile, resync."},
-                        401: ERRORS_READ[401]},
+                                             "reconcile, resync."}},
              summary="Server-sent events for task and run changes")
     async def events(_: Reader) -> StreamingResponse:
         c = context()

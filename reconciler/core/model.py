@@ -46,6 +46,8 @@ LABEL_KEY_PATTERN = (
 )
 LABEL_VALUE_PATTERN = r"^([a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?)?$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+#: What a run executes: a ``run`` names exactly one of these (with a non-null value).
+RUN_TARGETS = ("command", "shell", "http", "python")
 
 
 class ConcurrencyPolicy(enum.StrEnum):
@@ -134,8 +136,18 @@ class HttpTarget(_Frozen):
     )
 
 
+def _exactly_one_target_schema(schema: dict[str, Any]) -> None:
+    """The JSON Schema form of ``RunSpec._exactly_one_target``: one target, not null."""
+    schema["oneOf"] = [
+        {"required": [target], "properties": {target: {"not": {"type": "null"}}}}
+        for target in RUN_TARGETS
+    ]
+
+
 class RunSpec(_Frozen):
     """What a run executes: exactly one of ``command``, ``shell``, ``http`` or ``python``."""
+
+    model_config = ConfigDict(json_schema_extra=_exactly_one_target_schema)
 
     command: list[Annotated[str, Field(max_length=65536)]] | None = Field(
         default=None, min_length=1, max_length=4096
@@ -152,7 +164,7 @@ class RunSpec(_Frozen):
 
     @model_validator(mode="after")
     def _exactly_one_target(self) -> RunSpec:
-        given = [k for k in ("command", "shell", "http", "python") if getattr(self, k) is not None]
+        given = [k for k in RUN_TARGETS if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(
                 "exactly one of command, shell, http or python is required"
@@ -162,7 +174,7 @@ class RunSpec(_Frozen):
 
     @property
     def kind(self) -> str:
-        for k in ("command", "shell", "http", "python"):
+        for k in RUN_TARGETS:
             if getattr(self, k) is not None:
                 return k
         raise AssertionError("unreachable")  # pragma: no cover

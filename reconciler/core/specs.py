@@ -17,8 +17,26 @@ SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_BASE = "https://reconciler.dev/schemas/v1/"
 
 
+def close_keyed_maps(node: Any) -> Any:
+    """Add ``additionalProperties: false`` to every map whose keys must match a pattern.
+
+    Pydantic writes a dict with constrained keys (``env``, ``labels``, ``annotations``,
+    http ``headers``) as ``patternProperties`` alone, which lets any key that does not
+    match through unchecked; the validator refuses such a key ("invalid key").
+    """
+    if isinstance(node, dict):
+        if "patternProperties" in node and "additionalProperties" not in node:
+            node["additionalProperties"] = False
+        for value in node.values():
+            close_keyed_maps(value)
+    elif isinstance(node, list):
+        for value in node:
+            close_keyed_maps(value)
+    return node
+
+
 def task_schema() -> dict[str, Any]:
-    schema = TaskManifest.model_json_schema(by_alias=True, mode="validation")
+    schema = close_keyed_maps(TaskManifest.model_json_schema(by_alias=True, mode="validation"))
     return {"$schema": SCHEMA_DIALECT, "$id": SCHEMA_BASE + "task.schema.json", **schema}
 
 
