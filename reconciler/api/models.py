@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from reconciler.core.model import RunKind
 from reconciler.core.plan_document import ErrorDoc, PlanDocument
 
 RunStatusName = Literal[
@@ -130,7 +131,7 @@ class TaskSummary(_Doc):
     schedule: str
     scheduleText: str | None = Field(description="The schedule in words.")
     timeZone: str
-    runType: Literal["command", "shell", "http", "python"] | None
+    runType: RunKind | None
     suspended: bool
     suspension: Suspension | None
     running: int = Field(description="Runs of this task executing now.")

@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from reconciler.core.errors import ReconcilerError
+from reconciler.core.model import RUN_TARGETS
 from reconciler.core.redaction import redact
 from reconciler.core.runtime import ActualTask, RunRecord
 from reconciler.core.schedule import describe
@@ -91,7 +92,7 @@ def run_doc(record: RunRecord, *, live: bool = False) -> dict[str, Any]:
 
 def run_type(document: Mapping[str, Any]) -> str | None:
     run = document.get("spec", {}).get("run", {})
-    for kind in ("command", "shell", "http", "python"):
+    for kind in RUN_TARGETS:
         if kind in run:
             return kind
     return None

@@ -20,7 +20,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -46,8 +46,12 @@ LABEL_KEY_PATTERN = (
 )
 LABEL_VALUE_PATTERN = r"^([a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?)?$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-#: What a run executes: a ``run`` names exactly one of these (with a non-null value).
-RUN_TARGETS = ("command", "shell", "http", "python")
+#: The executor kinds, declared once: a ``run`` names exactly one of these (with a
+#: non-null value), each a field of :class:`RunSpec`. The executors' registry
+#: (``reconciler.executors.dispatch.EXECUTORS``), the API's ``runType`` and the JSON
+#: schema derive from it; a kind without an executor fails at import.
+RunKind = Literal["command", "shell", "http", "python"]
+RUN_TARGETS: tuple[RunKind, ...] = get_args(RunKind)
 
 
 class ConcurrencyPolicy(enum.StrEnum):

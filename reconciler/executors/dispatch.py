@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
-from reconciler.core.model import RunSpec
+from reconciler.core.model import RUN_TARGETS, RunKind, RunSpec
 from reconciler.core.protocols import ExecutionEvents, ExecutionRequest, ExecutionResult, Executor
 from reconciler.executors.command import CommandExecutor, ShellExecutor
 from reconciler.executors.http_executor import HttpExecutor
 from reconciler.executors.python_executor import PythonExecutor
+
+#: The executor of each run kind (:data:`~reconciler.core.model.RUN_TARGETS`).
+EXECUTORS: dict[RunKind, Callable[[], Executor]] = {
+    "command": CommandExecutor,
+    "shell": ShellExecutor,
+    "http": HttpExecutor,
+    "python": PythonExecutor,
+}
+if set(EXECUTORS) != set(RUN_TARGETS):  # pragma: no cover - a kind declared half-way
+    raise ImportError(f"run kinds without an executor: {set(RUN_TARGETS) ^ set(EXECUTORS)}")
 
 
 class DispatchExecutor:
@@ -18,19 +29,12 @@ class DispatchExecutor:
     in tests. The executors keep no per-run state, so one instance serves every run.
     """
 
-    def __init__(
-        self,
-        *,
-        command: Executor | None = None,
-        shell: Executor | None = None,
-        http: Executor | None = None,
-        python: Executor | None = None,
-    ) -> None:
+    def __init__(self, **overrides: Executor) -> None:
+        unknown = set(overrides) - set(EXECUTORS)
+        if unknown:
+            raise TypeError(f"no run kind {sorted(unknown)}; kinds: {', '.join(RUN_TARGETS)}")
         self.executors: dict[str, Executor] = {
-            "command": command or CommandExecutor(),
-            "shell": shell or ShellExecutor(),
-            "http": http or HttpExecutor(),
-            "python": python or PythonExecutor(),
+            kind: overrides.get(kind) or make() for kind, make in EXECUTORS.items()
         }
 
     def for_run(self, run: RunSpec) -> Executor:
