@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from reconciler.core.clock import Clock
 from reconciler.core.errors import ReconcilerError
@@ -59,156 +60,26 @@ from reconciler.core.scheduling import (
     decide_trigger,
     recover_missed,
 )
+from reconciler.daemon.recorder import Recorder
+from reconciler.daemon.runs import (
+    STARTS,
+    ActiveRun,
+    NoListener,
+    RunEvents,
+    SchedulerConfig,
+    SchedulerListener,
+    TaskState,
+)
 from reconciler.daemon.worker import StoreWorker
+
+__all__ = ["ActiveRun", "NoListener", "Scheduler", "SchedulerConfig", "SchedulerListener",
+           "TaskState"]
 
 log = logging.getLogger("reconciler.scheduler")
 
-STARTS = (Verdict.RUN, Verdict.REPLACE)  # decisions that start a run
 #: A clock stepped back by at most this waits for the slot after the last one decided;
 #: a last slot further ahead than that is taken for the work of a wrong clock.
 MAX_CLOCK_STEP_BACK = timedelta(hours=1)
-#: During a database outage, failed writes are logged once per this many seconds.
-DB_LOG_EVERY = 10.0
-
-
-@dataclass
-class SchedulerConfig:
-    replica: str = "local"
-    max_concurrent_runs: int = 16
-    max_queued_runs: int = 10_000
-    output_limit: int = 64 * 1024
-    kill_grace: timedelta = timedelta(seconds=5)
-    prune_every: int = 10  # prune a task's history after every N finished runs
-    # A slot whose claim went to another replica is checked after this long: if that
-    # replica recorded nothing (it died holding the lock), the slot is recorded missed.
-    unclaimed_grace: timedelta = timedelta(seconds=30)
-    max_deferred_rows: int = 100_000
-    # Distributed mode: a slot this replica reaches after the next one was due already
-    # is skipped when a peer recorded a later slot of the task (the cluster moved past
-    # it). Without this, a replica back from a stall would claim old slots whose rows
-    # history pruning had deleted, and run them a second time.
-    skip_covered_slots: bool = False
-
-
-@dataclass
-class ActiveRun:
-    record: RunRecord
-    claim: Claim
-    cancel: asyncio.Event = field(default_factory=asyncio.Event)
-    cancel_status: RunStatus | None = None
-    cancel_reason: str | None = None
-    output: list[str] = field(default_factory=list)
-    output_size: int = 0
-    output_seq: int = 0  # chunks ever appended; output holds the newest ones
-    done: bool = False
-    _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
-
-    def waiter(self) -> asyncio.Event:
-        """An event set at the next change (new output, or the run ending)."""
-        return self._changed
-
-    def notify(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
-
-
-class SchedulerListener(Protocol):
-    """Observes the scheduler (the HTTP API's index, metrics and events); called on the loop."""
-
-    def task_row(self, row: ActualTask) -> None: ...
-
-    def task_removed(self, name: str) -> None: ...
-
-    def next_fire(self, name: str, at: datetime | None) -> None: ...
-
-    def run_started(self, record: RunRecord) -> None: ...
-
-    def run_finished(self, record: RunRecord) -> None: ...
-
-    def run_recorded(self, record: RunRecord) -> None: ...
-
-
-class NoListener:
-    def task_row(self, row: ActualTask) -> None:
-        pass
-
-    def task_removed(self, name: str) -> None:
-        pass
-
-    def next_fire(self, name: str, at: datetime | None) -> None:
-        pass
-
-    def run_started(self, record: RunRecord) -> None:
-        pass
-
-    def run_finished(self, record: RunRecord) -> None:
-        pass
-
-    def run_recorded(self, record: RunRecord) -> None:
-        pass
-
-
-@dataclass
-class TaskState:
-    policy: TaskPolicy
-    active: dict[int, ActiveRun] = field(default_factory=dict)
-    finished_since_prune: int = 0
-    #: The newest scheduled slot decided (run, skipped or missed): planning never goes
-    #: back to it or before, so a wall clock stepped back re-runs nothing.
-    last_slot: datetime | None = None
-    #: Runs decided but not started yet (claim and run row in flight). They count as
-    #: running for the concurrency policy: the decision and the registration of a run
-    #: are one step, with no await between, whatever starts it (slot, trigger, retry).
-    starting: int = 0
-
-    @property
-    def busy(self) -> int:
-        """Runs active or being started: what the concurrency policy counts."""
-        return len(self.active) + self.starting
-
-    def reserve(self, decision: SlotDecision) -> SlotDecision:
-        """Count a run decided now as started, until :meth:`Scheduler._carry_out_many`
-        has launched it or given up. Call it in the same step as the decision."""
-        if decision.verdict in STARTS:
-            self.starting += 1
-        return decision
-
-    def saw_slot(self, slot: datetime | None) -> None:
-        if slot is not None and (self.last_slot is None or slot > self.last_slot):
-            self.last_slot = slot
-
-
-class _Events:
-    """Executor callbacks for one run: live output (bounded) and throttled progress."""
-
-    def __init__(self, scheduler: Scheduler, active: ActiveRun) -> None:
-        self._s = scheduler
-        self._a = active
-        self._last_progress = -1e9
-
-    def output(self, text: str) -> None:
-        a = self._a
-        a.output.append(text)
-        a.output_size += len(text)
-        while a.output_size > self._s.config.output_limit and len(a.output) > 1:
-            a.output_size -= len(a.output.pop(0))
-        a.output_seq += 1
-        a.notify()
-
-    def progress(self, percent: float | None, message: str | None) -> None:
-        now = self._s.clock.monotonic()
-        if now - self._last_progress < 1.0 and percent not in (0, 100):
-            return
-        self._last_progress = now
-        self._s._spawn(
-            self._s.worker.call(
-                self._s.store.update_run,
-                self._a.record.id,
-                fencing_token=self._a.claim.token,
-                progress_percent=percent,
-                progress_message=message,
-            )
-        )
 
 
 class Scheduler:
@@ -239,47 +110,26 @@ class Scheduler:
         self._background: set[asyncio.Task[Any]] = set()
         self._runs: set[asyncio.Task[Any]] = set()
         self._pending_starts: set[int] = set()  # ids of pending rows being started here
-        self._state_updates: dict[str, dict[str, datetime | None]] = {}
-        self._deferred: list[tuple[datetime, NewRun]] = []
-        # The ends of runs that could not be recorded (database down): (id, token, values)
-        self._unrecorded: list[tuple[int, int | None, dict[str, Any]]] = []
         self._on_run_finished = on_run_finished
         self.listener: SchedulerListener = listener or NoListener()
         #: Distributed mode: why this replica's clock must not be trusted now (None: it
         #: may be). While it says so, slots are neither claimed nor recorded here.
         self.clock_refusal = clock_refusal
-        #: Why the last write to the database failed; None once a write succeeded
-        #: again. A database can answer reads while refusing writes (a read-only or
-        #: full file system): /readyz reports this as its ``writes`` check.
-        self.write_error: str | None = None
-        self._db_logged_at: float | None = None  # monotonic, of the last failure logged
-        self._db_quiet = 0  # failures logged at debug level since
+        self.recorder = Recorder(store, worker, clock, self.listener,
+                                 self.config.max_deferred_rows)
+
+    @property
+    def write_error(self) -> str | None:
+        """Why the last write to the database failed (None once one succeeded again)."""
+        return self.recorder.write_error
 
     def wrote(self, error: Exception | None = None) -> None:
         """Record the outcome of a write to the database (for readiness)."""
-        if error is None:
-            if self.write_error is not None:
-                log.info("writes to the database succeed again (%d similar message(s) "
-                         "of the outage were logged at debug level)", self._db_quiet)
-            self.write_error = None
-            self._db_logged_at, self._db_quiet = None, 0
-        else:
-            self.write_error = str(error)[:500]
+        self.recorder.wrote(error)
 
-    def _write_failed(self, error: Exception, level: int, message: str, *args: Any) -> None:
-        """A write failed: for readiness, and logged at ``level`` once every
-        :data:`DB_LOG_EVERY` of an outage (debug otherwise), not several times a second."""
-        self.wrote(error)
-        now = self.clock.monotonic()
-        if self._db_logged_at is not None and now - self._db_logged_at < DB_LOG_EVERY:
-            self._db_quiet += 1
-            log.debug(message, *args)
-            return
-        if self._db_logged_at is not None:
-            message += " (still failing; %d similar message(s) at debug level since)"
-            args = (*args, self._db_quiet)
-        self._db_logged_at, self._db_quiet = now, 0
-        log.log(level, message, *args)
+    async def flush_state(self) -> None:
+        """Write what is pending: deferred rows, ends of runs, schedule state."""
+        await self.recorder.flush_state()
 
     # ------------------------------------------------------------------ table sync
 
@@ -357,72 +207,8 @@ class Scheduler:
         self._persist_next(state.policy.name, nxt)
 
     def _persist_next(self, name: str, nxt: datetime | None) -> None:
-        self._state_updates.setdefault(name, {})["next_fire_at"] = nxt
+        self.recorder.state(name, "next_fire_at", nxt)
         self.listener.next_fire(name, nxt)
-
-    def _defer(self, due: datetime, row: NewRun) -> None:
-        if len(self._deferred) < self.config.max_deferred_rows:
-            self._deferred.append((due, row))
-        else:
-            log.error("deferred run rows are full; slot %s of %s is not recorded",
-                      row.slot.isoformat(), row.task_name)
-
-    async def flush_deferred(self) -> None:
-        """Insert deferred rows that are due (ignored where the slot already has a row)."""
-        if not self._deferred:
-            return
-        now = self.clock.now()
-        due = [row for at, row in self._deferred if at <= now]
-        if not due:
-            return
-        try:
-            records = await self.worker.call(self.store.insert_runs, due)
-        except ReconcilerError as exc:
-            self._write_failed(exc, logging.WARNING,
-                               "could not record %d deferred run row(s) yet: %s", len(due), exc)
-            return
-        self.wrote()
-        self._deferred = [(at, row) for at, row in self._deferred if at > now]
-        recorded = [r for r in records if r is not None]
-        for record in recorded:
-            log.debug("slot %s of %s recorded %s: %s", record.slot.isoformat(),
-                      record.task_name, record.status, record.reason)
-            self.listener.run_recorded(record)
-        if recorded:  # one line, not one per slot: an outage can leave thousands
-            first = recorded[0]
-            log.warning("recorded %d slot(s) of %d task(s) late, e.g. slot %s of %s %s: %s",
-                        len(recorded), len({r.task_name for r in recorded}),
-                        first.slot.isoformat(), first.task_name, first.status, first.reason)
-
-    async def flush_unrecorded(self) -> None:
-        """Record the ends of runs that finished while the database was unreachable."""
-        pending, self._unrecorded = self._unrecorded, []
-        for i, (run_id, token, values) in enumerate(pending):
-            try:
-                await self.worker.call(self.store.update_run, run_id, fencing_token=token,
-                                       **values)
-            except ReconcilerError as exc:
-                self._write_failed(exc, logging.WARNING,
-                                   "could not record the end of %d run(s) yet: %s",
-                                   len(pending) - i, exc)
-                self._unrecorded[:0] = pending[i:]
-                return
-            log.info("recorded the end of run %d (%s) late", run_id, values.get("status"))
-
-    async def flush_state(self) -> None:
-        if self._unrecorded:
-            await self.flush_unrecorded()
-        await self.flush_deferred()
-        if not self._state_updates:
-            return
-        updates, self._state_updates = self._state_updates, {}
-        try:
-            await self.worker.call(self.store.set_schedule_state, updates)
-        except ReconcilerError as exc:
-            self._write_failed(exc, logging.WARNING, "could not persist schedule state: %s",
-                               exc)
-            for k, v in updates.items():  # keep them for the next flush
-                self._state_updates.setdefault(k, {}).update(v)
 
     # ----------------------------------------------------------------------- loop
 
@@ -570,7 +356,7 @@ class Scheduler:
         """Remember ``slot`` as decided (in memory and ``last_slot_at``). Only by a
         trusted clock: one far ahead must not leave a future "last slot" for all."""
         state.saw_slot(slot)
-        self._state_updates.setdefault(state.policy.name, {})["last_slot_at"] = slot
+        self.recorder.state(state.policy.name, "last_slot_at", slot)
 
     def _decide(
         self, state: TaskState, entry: Entry, now: datetime, trusted: bool
@@ -639,7 +425,7 @@ class Scheduler:
                 # Another replica holds it: do nothing now. Later, make sure the slot has
                 # a row (the holder may have died): inserting a missed row is a no-op when
                 # the holder recorded its run, thanks to the unique key.
-                self._defer(now + self.config.unclaimed_grace, NewRun(
+                self.recorder.defer(now + self.config.unclaimed_grace, NewRun(
                     task_name=state.policy.name, slot=decision.slot, attempt=attempt,
                     trigger=trig, status=RunStatus.MISSED, replica=self.config.replica,
                     finished_at=now + self.config.unclaimed_grace,
@@ -661,11 +447,11 @@ class Scheduler:
         except ReconcilerError as exc:
             # No run starts without its row (exactly once over liveness); the slots are
             # recorded missed once the database answers again.
-            self._write_failed(exc, logging.ERROR, "could not record %d run(s): %s",
+            self.recorder.write_failed(exc, logging.ERROR, "could not record %d run(s): %s",
                                len(rows), exc)
             records = [None] * len(rows)
             for row in rows:
-                self._defer(now, replace(
+                self.recorder.defer(now, replace(
                     row, status=RunStatus.MISSED, fencing_token=None, started_at=None,
                     finished_at=now, reason=f"database unavailable: {exc}"[:2000],
                 ))
@@ -678,6 +464,13 @@ class Scheduler:
                 await claim.release()  # duplicate: someone else recorded this slot
                 continue
             self._launch(state, record, claim)
+
+    def _record_progress(self, active: ActiveRun, percent: float | None,
+                         message: str | None) -> None:
+        self._spawn(self.worker.call(
+            self.store.update_run, active.record.id, fencing_token=active.claim.token,
+            progress_percent=percent, progress_message=message,
+        ))
 
     @staticmethod
     def _replace_active(state: TaskState, decision: SlotDecision) -> None:
@@ -750,7 +543,9 @@ class Scheduler:
                         "RECONCILER_ATTEMPT": str(record.attempt),
                     },
                 )
-                result = await self.executor.execute(request, _Events(self, active), active.cancel)
+                events = RunEvents(active, self.config.output_limit, self.clock,
+                                   functools.partial(self._record_progress, active))
+                result = await self.executor.execute(request, events, active.cancel)
         except asyncio.CancelledError:
             result = ExecutionResult(RunStatus.CANCELLED, error="daemon stopped")
         except Exception as exc:  # an executor bug must not lose the run's record
@@ -777,11 +572,10 @@ class Scheduler:
         except ReconcilerError as exc:
             # Retried at every flush: left "running", a peer would mark the run abandoned
             # (and retry it where the policy says so: the slot would run twice).
-            self._write_failed(exc, logging.ERROR,
+            self.recorder.write_failed(exc, logging.ERROR,
                                "task %s: could not record the end of run %d yet: %s",
                                policy.name, record.id, exc)
-            if len(self._unrecorded) < self.config.max_deferred_rows:
-                self._unrecorded.append((record.id, active.claim.token, values))
+            self.recorder.unrecorded(record.id, active.claim.token, values)
         finally:
             state.active.pop(record.id, None)
             active.done = True
@@ -793,7 +587,7 @@ class Scheduler:
             output_truncated=result.output_truncated,
         ))
         if status is RunStatus.SUCCEEDED:
-            self._state_updates.setdefault(policy.name, {})["last_success_at"] = finished
+            self.recorder.state(policy.name, "last_success_at", finished)
         elif (
             (retry_at := decide_retry(policy, status, record.attempt, finished)) is not None
             and self.accepting
