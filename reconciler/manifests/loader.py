@@ -59,67 +59,62 @@ Limits
 
 Speed
     Parsing is libyaml plus a small constructor (see ``_yaml``); with many files to
-    parse (:data:`PARALLEL_MIN_FILES`) the work is forked over the usable cores (see
-    ``_parallel``: a child that crashes or hangs is replaced by the parent). The cyclic
-    GC is paused for the duration of a load. A :class:`LoadCache` makes reloading
-    cheap: a file whose (device, inode, size, mtime, ctime) did not change is not read
-    at all, one whose content hash did not change is not parsed again, and when only
-    the content of a few valid files changed the previous state is patched instead of
-    rebuilt.
+    parse (:data:`~reconciler.manifests._jobs.PARALLEL_MIN_FILES`) the work is forked
+    over the usable cores (see ``_parallel``: a child that crashes or hangs is replaced
+    by the parent). The cyclic GC is paused for the duration of a load. A
+    :class:`LoadCache` makes reloading cheap: a file whose (device, inode, size, mtime,
+    ctime) did not change is not read at all, one whose content hash did not change is
+    not parsed again, and when only the content of a few valid files changed the
+    previous state is patched instead of rebuilt.
+
+Where the parts live
+    This module holds the public API and the assembly of per-file results into one
+    state. The walk and ``.reconcilerignore`` are in ``_scan``; reading one file in
+    ``_read``; parsing one file into tasks in ``_parse`` (each document checked by
+    ``_validate``); the per-file jobs, their parallel driver and the GC pause in
+    ``_jobs``; :class:`LoadCache` and the incremental reloads in ``_cache``.
 """
 
 from __future__ import annotations
 
-import errno
-import fnmatch
-import gc
-import hashlib
 import os
 import stat
-import threading
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from typing import Final
+from collections.abc import Collection, Mapping, Sequence
 
 from reconciler.core.errors import ManifestLoadError
 from reconciler.core.model import DesiredState, ManifestError, TaskDef
-from reconciler.manifests._parallel import REDUCERS, can_fork, fork_map, usable_cpus
-from reconciler.manifests._validate import KINDS, identify, validate_document
+from reconciler.manifests._cache import (
+    LoadCache,
+    LoadStats,
+    _CacheEntry,
+    _entry,
+    _hinted,
+    _LastLoad,
+    _updated,
+)
+from reconciler.manifests._jobs import _gc_paused, _Job, _run_jobs
+from reconciler.manifests._parse import (
+    MAX_ERRORS_PER_FILE,
+    MAX_FILE_BYTES,
+    FileResult,
+    _file_error,
+    parse_file,
+)
+from reconciler.manifests._scan import (
+    IGNORE_FILE,
+    _Ignore,
+    _is_ignored,
+    _Signature,
+    _signature,
+    _walk,
+    is_manifest_name,
+)
 from reconciler.manifests._yaml import (
     MAX_ALIAS_EXPANSION,
     MAX_DEPTH,
     MAX_DOCUMENTS_PER_FILE,
     MAX_NODES_PER_DOCUMENT,
-    Constructor,
-    YamlProblem,
-    compose_documents,
-    mark_position,
-    may_have_aliases,
-    prepare,
-)
-
-#: Files larger than this are refused without being read.
-MAX_FILE_BYTES: Final = 1 << 20
-#: After this many errors in one file the rest of the file is not reported.
-MAX_ERRORS_PER_FILE: Final = 100
-#: With ``workers=None``, parsing is spread over processes from this many files up.
-PARALLEL_MIN_FILES: Final = 500
-#: A cached stat is only trusted for a file whose ctime is this much older than the
-#: moment the stat was taken (a write in the same clock tick could otherwise go
-#: unnoticed: git's "racily clean" problem).
-RACY_WINDOW_NS: Final = 50_000_000
-#: The same, for file systems with whole-second timestamps.
-RACY_WINDOW_COARSE_NS: Final = 2_000_000_000
-
-_SUFFIXES: Final = (".yaml", ".yml")
-_OPEN_FLAGS: Final = (
-    os.O_RDONLY
-    | getattr(os, "O_NOFOLLOW", 0)
-    | getattr(os, "O_NONBLOCK", 0)  # a FIFO swapped in must not block us
-    | getattr(os, "O_CLOEXEC", 0)
-    | getattr(os, "O_NOCTTY", 0)
 )
 
 __all__ = [
@@ -137,538 +132,6 @@ __all__ = [
     "load_tree",
     "parse_file",
 ]
-
-
-# ------------------------------------------------------------------------- one file
-
-
-@dataclass(frozen=True, slots=True)
-class FileResult:
-    """What one file contributes (picklable: crosses process boundaries)."""
-
-    tasks: tuple[TaskDef, ...] = ()
-    errors: tuple[ManifestError, ...] = ()
-    #: (name, line, column) of every ``metadata.name`` declared by a Task document,
-    #: valid or not: duplicates are detected across all of them.
-    names: tuple[tuple[str, int, int], ...] = ()
-
-
-def _file_error(label: str, message: str) -> FileResult:
-    return FileResult(errors=(ManifestError(label, message),))
-
-
-def _size_text(size: int) -> str:
-    return f"{size / (1 << 20):.1f} MiB"
-
-
-def _too_big(label: str, size: int) -> FileResult:
-    limit = (
-        f"{MAX_FILE_BYTES >> 20} MiB"
-        if MAX_FILE_BYTES % (1 << 20) == 0
-        else _size_text(MAX_FILE_BYTES)
-    )
-    return _file_error(label, f"file is {_size_text(size)}, larger than the {limit} limit")
-
-
-def parse_file(data: bytes, *, label: str, source_file: str | None = None) -> FileResult:
-    """Parse and validate the content of one manifest file.
-
-    ``label`` is the name used in errors, ``source_file`` the one recorded in each
-    :class:`TaskDef` (defaults to ``label``).
-    """
-    source_file = label if source_file is None else source_file
-    if len(data) > MAX_FILE_BYTES:
-        return _too_big(label, len(data))
-    if not data:
-        # The first step of a truncate-then-write save looks exactly like this; treating
-        # it as "no tasks" would delete them. A file with only a comment is fine.
-        return FileResult(errors=(ManifestError(
-            label, "file is empty (a save in progress?); keep a comment in it to declare "
-            "no tasks, or delete the file to delete its tasks", 1, 1),))
-    errors: list[ManifestError] = []
-    tasks: list[TaskDef] = []
-    names: list[tuple[str, int, int]] = []
-    try:
-        source = prepare(data)
-        constructor = Constructor(aliases_possible=may_have_aliases(source))
-        for root in compose_documents(source):
-            if len(errors) >= MAX_ERRORS_PER_FILE:
-                line, column = mark_position(root)
-                errors.append(
-                    ManifestError(
-                        label,
-                        f"more than {MAX_ERRORS_PER_FILE} errors; the rest of the "
-                        "file is not checked",
-                        line,
-                        column,
-                    )
-                )
-                break
-            identity = identify(root)
-            name = identity.name
-            if name is not None and identity.name_node is not None and identity.kind in KINDS:
-                names.append((name, *mark_position(identity.name_node)))
-            seen = len(constructor.problems)
-            try:
-                value = constructor.construct(root)
-            except YamlProblem as problem:  # fatal for the file (alias budget, recursion)
-                errors.extend(_problem(label, p, name) for p in constructor.problems[seen:])
-                errors.append(_problem(label, problem, name))
-                break
-            if len(constructor.problems) > seen:
-                errors.extend(_problem(label, p, name) for p in constructor.problems[seen:])
-                continue
-            task, found = validate_document(
-                root,
-                value,
-                label=label,
-                source_file=source_file,
-                task=name,
-                max_errors=MAX_ERRORS_PER_FILE + 1 - len(errors),
-            )
-            if task is not None:
-                tasks.append(task)
-            errors.extend(found)
-    except YamlProblem as problem:
-        errors.append(_problem(label, problem, None))
-    if errors:
-        return FileResult((), _reported(label, errors), tuple(names))
-    return FileResult(tuple(tasks), (), tuple(names))
-
-
-#: Longest message or field path in an error: a value of 5,000 characters that an error
-#: quotes (an unknown key, a duration) is shortened in the middle, not repeated whole.
-MAX_ERROR_TEXT: Final = 500
-
-
-def _shorten(text: str) -> str:
-    if len(text) <= MAX_ERROR_TEXT:
-        return text
-    head, tail = MAX_ERROR_TEXT * 2 // 3, MAX_ERROR_TEXT // 4
-    omitted = len(text) - head - tail
-    return f"{text[:head]}...[{omitted:,} characters]...{text[-tail:]}"
-
-
-def _reported(label: str, errors: list[ManifestError]) -> tuple[ManifestError, ...]:
-    """At most :data:`MAX_ERRORS_PER_FILE` errors (one document can produce thousands),
-    then a note where checking stopped; long texts shortened."""
-    if len(errors) > MAX_ERRORS_PER_FILE:
-        stop = errors[MAX_ERRORS_PER_FILE]
-        note = ManifestError(
-            label,
-            f"more than {MAX_ERRORS_PER_FILE} errors; the rest of the file is not checked",
-            stop.line,
-            stop.column,
-        )
-        errors = [*errors[:MAX_ERRORS_PER_FILE], note]
-    return tuple(
-        replace(e, message=_shorten(e.message), field=e.field and _shorten(e.field))
-        if len(e.message) > MAX_ERROR_TEXT or (e.field and len(e.field) > MAX_ERROR_TEXT)
-        else e
-        for e in errors
-    )
-
-
-def _problem(label: str, problem: YamlProblem, task: str | None) -> ManifestError:
-    return ManifestError(label, problem.message, problem.line, problem.column, task)
-
-
-class _NotRegular(Exception):
-    pass
-
-
-class _TooBig(Exception):
-    def __init__(self, size: int) -> None:
-        super().__init__(size)
-        self.size = size
-
-
-class _Changed(Exception):
-    """The file was written to while we read it: what we have may be half of it."""
-
-
-def read_file(path: str) -> bytes:
-    """Read a regular file of at most :data:`MAX_FILE_BYTES` (+1 to detect more)."""
-    fd = os.open(path, _OPEN_FLAGS)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _NotRegular
-        if st.st_size > MAX_FILE_BYTES:
-            raise _TooBig(st.st_size)
-        budget = MAX_FILE_BYTES + 1
-        data = os.read(fd, min(st.st_size + 1, budget))
-        if len(data) <= st.st_size:  # short read or the file grew: read to the end
-            parts = [data]
-            budget -= len(data)
-            while budget > 0:
-                chunk = os.read(fd, min(budget, 1 << 16))
-                if not chunk:
-                    break
-                parts.append(chunk)
-                budget -= len(chunk)
-            data = b"".join(parts)
-        if len(data) > MAX_FILE_BYTES:
-            raise _TooBig(len(data))
-        # A writer that truncates and rewrites the file in place while we read (an editor
-        # saving, `cat > x.yaml`) leaves a prefix of the new content: a file that may
-        # parse fine and declare fewer tasks. Refuse any read the file changed during.
-        after = os.fstat(fd)
-        if len(data) != st.st_size or (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (
-            st.st_size,
-            st.st_mtime_ns,
-            st.st_ctime_ns,
-        ):
-            raise _Changed
-        return data
-    finally:
-        os.close(fd)
-
-
-def _read_error(label: str, exc: BaseException) -> FileResult:
-    if isinstance(exc, _TooBig):
-        return _too_big(label, exc.size)
-    if isinstance(exc, _NotRegular):
-        return _file_error(label, "not a regular file")
-    if isinstance(exc, _Changed):
-        return _file_error(label, "file changed while it was being read (is it being written?)")
-    if isinstance(exc, FileNotFoundError):
-        return _file_error(label, "file disappeared while the manifests were being read")
-    if isinstance(exc, PermissionError):
-        return _file_error(label, "cannot read file: permission denied")
-    if isinstance(exc, IsADirectoryError):
-        return _file_error(label, "is a directory, not a manifest file")
-    if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
-        return _file_error(label, "file was replaced by a symlink while being read")
-    if isinstance(exc, OSError):
-        return _file_error(label, f"cannot read file: {exc.strerror or exc}")
-    return _file_error(label, f"cannot read file: {type(exc).__name__}: {exc}")
-
-
-# --------------------------------------------------------------------------- a job
-
-
-@dataclass(slots=True)
-class _Job:
-    source_file: str
-    label: str
-    path: str | None = None  # read from here ...
-    data: bytes | None = None  # ... or this content is given
-    known_digest: bytes | None = None  # skip parsing when the content still hashes to it
-    want_digest: bool = False
-
-
-@dataclass(slots=True)
-class _Outcome:
-    digest: bytes | None  # None: could not be read (never cached)
-    result: FileResult | None  # None: content unchanged (digest == known_digest)
-    parsed: bool = False
-
-
-REDUCERS[TaskDef] = lambda t: (
-    TaskDef,
-    (t.name, t.document, t.hash, t.source_file, t.source_line),
-)
-REDUCERS[ManifestError] = lambda e: (
-    ManifestError,
-    (e.file, e.message, e.line, e.column, e.task, e.field),
-)
-REDUCERS[FileResult] = lambda r: (FileResult, (r.tasks, r.errors, r.names))
-REDUCERS[_Outcome] = lambda o: (_Outcome, (o.digest, o.result, o.parsed))
-
-
-def _digest(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=16).digest()
-
-
-def _run_job(job: _Job) -> _Outcome:
-    data = job.data
-    if data is None:
-        assert job.path is not None
-        try:
-            data = read_file(job.path)
-        except (OSError, _NotRegular, _TooBig, _Changed) as exc:
-            return _Outcome(None, _read_error(job.label, exc))
-    digest = _digest(data) if job.want_digest or job.known_digest is not None else None
-    if digest is not None and digest == job.known_digest:
-        return _Outcome(digest, None)
-    try:
-        result = parse_file(data, label=job.label, source_file=job.source_file)
-    except Exception as exc:  # a bug must not take the other files down
-        message = f"internal error while loading: {type(exc).__name__}: {exc}"
-        return _Outcome(None, _file_error(job.label, message), parsed=True)
-    return _Outcome(digest, result, parsed=True)
-
-
-_gc_lock = threading.Lock()
-_gc_pausers = 0
-_gc_was_enabled = False
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC during a load: it allocates hundreds of thousands of
-    (acyclic) objects that mostly survive, and every young collection would scan the
-    growing pile again (that alone is ~30% of a 10,000-file load). Collections resume
-    afterwards; a long-running process may want ``gc.freeze()`` after its first load."""
-    global _gc_pausers, _gc_was_enabled
-    with _gc_lock:
-        if _gc_pausers == 0:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_pausers += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pausers -= 1
-            if _gc_pausers == 0 and _gc_was_enabled:
-                gc.enable()
-
-
-def _processes(n_jobs: int, workers: int | None) -> int:
-    if workers is not None:
-        return max(1, min(workers, n_jobs))
-    if n_jobs < PARALLEL_MIN_FILES or not can_fork():
-        return 1
-    return max(1, min(usable_cpus(), 8, n_jobs))
-
-
-def _run_jobs(jobs: Sequence[_Job], workers: int | None) -> list[_Outcome]:
-    if not jobs:
-        return []
-    return fork_map(_run_job, jobs, _processes(len(jobs), workers))
-
-
-# ------------------------------------------------------------------------ the walk
-
-
-def is_manifest_name(name: str) -> bool:
-    """A non-hidden, non-backup ``*.yaml``/``*.yml`` file name."""
-    return name.lower().endswith(_SUFFIXES) and not _is_ignored(name)
-
-
-def _is_ignored(name: str) -> bool:
-    return (
-        not name
-        or name[0] == "."
-        or name.endswith("~")
-        or (name[0] == "#" and name.endswith("#"))
-        or name.endswith((".swp", ".swx"))
-    )
-
-
-_Signature = tuple[int, int, int, int, int]
-
-
-def _signature(st: os.stat_result) -> _Signature:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-@dataclass(slots=True)
-class _Walk:
-    found: list[tuple[str, str, _Signature]] = field(default_factory=list)  # rel, path, sig
-    links: list[tuple[str, str, _Signature]] = field(default_factory=list)  # the same, symlinks
-    errors: list[tuple[str, str]] = field(default_factory=list)  # rel, message
-
-    def files(self) -> list[tuple[str, str, _Signature]]:
-        """Regular files, and symlinks to files that are not found under their own name
-        (``latest.yaml -> v2.yaml`` would otherwise declare every task twice)."""
-        if not self.links:
-            return self.found
-        real = {(sig[0], sig[1]) for _, _, sig in self.found}
-        return self.found + [link for link in self.links if (link[2][0], link[2][1]) not in real]
-
-
-IGNORE_FILE: Final = ".reconcilerignore"
-
-
-@dataclass(frozen=True, slots=True)
-class _Ignore:
-    """Patterns from ``.reconcilerignore`` at the root of the manifests directory.
-
-    One glob per line (``#`` comments): a pattern without ``/`` matches a file or
-    folder name at any depth (``*.draft.yaml``); one with ``/`` matches the path from
-    the root (``deploy/argocd.yaml``); a trailing ``/`` matches folders only
-    (``gitops/``). It lets a manifests directory share a repository with other YAML,
-    e.g. Kubernetes objects for Argo CD or Flux.
-    """
-
-    names: tuple[str, ...] = ()
-    paths: tuple[str, ...] = ()
-    dir_names: tuple[str, ...] = ()
-    dir_paths: tuple[str, ...] = ()
-
-    @classmethod
-    def read(cls, root: str) -> _Ignore:
-        """The rules in ``root``; none when there is no ignore file.
-
-        Read like a manifest (regular files only, never blocking on a FIFO, at most
-        :data:`MAX_FILE_BYTES`, a symlink only to a file inside ``root``). An ignore file
-        that exists but cannot be used raises :class:`ManifestLoadError`: loading without
-        its rules would suddenly declare every file it hides.
-        """
-        path = os.path.join(root, IGNORE_FILE)
-        try:
-            os.lstat(path)
-        except FileNotFoundError:
-            return cls()
-        except OSError as exc:
-            raise ManifestLoadError(f"cannot use {path}: {exc.strerror or exc}") from None
-        try:
-            real = os.path.realpath(path)
-            if os.path.islink(real):
-                raise ManifestLoadError(f"cannot use {path}: symlink loop")
-            if not _inside(real, root):
-                raise ManifestLoadError(
-                    f"cannot use {path}: symlink points outside the manifests directory"
-                )
-            text = read_file(real).decode("utf-8")
-        except FileNotFoundError:
-            what = "broken symlink" if os.path.islink(path) else "it disappeared while read"
-            raise ManifestLoadError(f"cannot use {path}: {what}") from None
-        except (OSError, _NotRegular, _TooBig, _Changed) as exc:
-            message = _read_error(IGNORE_FILE, exc).errors[0].message
-            raise ManifestLoadError(f"cannot use {path}: {message}") from None
-        except UnicodeDecodeError as exc:
-            raise ManifestLoadError(f"cannot use {path}: not UTF-8 text ({exc.reason})") from None
-        return cls.parse(text)
-
-    @classmethod
-    def parse(cls, text: str) -> _Ignore:
-        names: list[str] = []
-        paths: list[str] = []
-        dir_names: list[str] = []
-        dir_paths: list[str] = []
-        for raw in text.splitlines():
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            is_dir = line.endswith("/")
-            line = line.strip("/")
-            if not line:
-                continue
-            if "/" in line:
-                (dir_paths if is_dir else paths).append(line)
-            else:
-                (dir_names if is_dir else names).append(line)
-        return cls(tuple(names), tuple(paths), tuple(dir_names), tuple(dir_paths))
-
-    def __bool__(self) -> bool:
-        return bool(self.names or self.paths or self.dir_names or self.dir_paths)
-
-    def file(self, rel: str) -> bool:
-        name = rel.rsplit("/", 1)[-1]
-        return any(fnmatch.fnmatchcase(name, p) for p in self.names) or any(
-            fnmatch.fnmatchcase(rel, p) for p in self.paths
-        )
-
-    def folder(self, rel: str) -> bool:
-        name = rel.rsplit("/", 1)[-1]
-        return any(fnmatch.fnmatchcase(name, p) for p in (*self.names, *self.dir_names)) or any(
-            fnmatch.fnmatchcase(rel, p) for p in (*self.paths, *self.dir_paths)
-        )
-
-    def under(self, rel: str) -> bool:
-        """``rel`` (a file) or one of its folders is ignored."""
-        parts = rel.split("/")
-        return self.file(rel) or any(
-            self.folder("/".join(parts[:i])) for i in range(1, len(parts))
-        )
-
-
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root if root.endswith(os.sep) else root + os.sep)
-
-
-def _walk(root: str) -> _Walk:
-    """List manifest files under the resolved directory ``root`` (not sorted)."""
-    out = _Walk()
-    found = out.found
-    ignore = _Ignore.read(root)
-    stack = [("", root)]
-    while stack:
-        rel_dir, abs_dir = stack.pop()
-        try:
-            it = os.scandir(abs_dir)
-        except OSError as exc:
-            if not rel_dir:
-                raise ManifestLoadError(f"cannot list manifests directory {root}: {exc}") from exc
-            out.errors.append((rel_dir[:-1], f"cannot list directory: {exc.strerror or exc}"))
-            continue
-        with it:
-            for entry in it:
-                name = entry.name
-                if name[0] == ".":
-                    continue
-                try:
-                    # The common case first: a regular file (no stat needed to know).
-                    if entry.is_file(follow_symlinks=False):
-                        if (
-                            name.endswith(_SUFFIXES) or name.lower().endswith(_SUFFIXES)
-                        ) and not (ignore and ignore.file(rel_dir + name)):
-                            st = entry.stat(follow_symlinks=False)
-                            found.append(
-                                (
-                                    rel_dir + name,
-                                    entry.path,
-                                    (
-                                        st.st_dev,
-                                        st.st_ino,
-                                        st.st_size,
-                                        st.st_mtime_ns,
-                                        st.st_ctime_ns,
-                                    ),
-                                )
-                            )
-                        continue
-                    if _is_ignored(name):
-                        continue
-                    rel = rel_dir + name
-                    is_manifest = name.lower().endswith(_SUFFIXES)
-                    if ignore and (ignore.file(rel) or ignore.folder(rel)):
-                        continue
-                    if entry.is_symlink():
-                        _symlink(entry, rel, root, is_manifest, out)
-                    elif entry.is_dir(follow_symlinks=False):
-                        if is_manifest:
-                            out.errors.append((rel, "is a directory, not a manifest file"))
-                        stack.append((rel + "/", entry.path))
-                    elif is_manifest:
-                        out.errors.append((rel, "not a regular file"))
-                except OSError as exc:
-                    if name.lower().endswith(_SUFFIXES):
-                        message = _read_error(name, exc).errors[0].message
-                        out.errors.append((rel_dir + name, message))
-    return out
-
-
-def _symlink(entry: os.DirEntry[str], rel: str, root: str, is_manifest: bool, out: _Walk) -> None:
-    try:
-        st = os.stat(entry.path)
-    except OSError as exc:
-        if not is_manifest and exc.errno != errno.ELOOP:
-            return  # a dangling link that is not a manifest: nothing to load
-        if exc.errno == errno.ELOOP:
-            out.errors.append((rel, "symlink loop"))
-        else:
-            out.errors.append((rel, f"broken symlink: {exc.strerror or exc}"))
-        return
-    is_dir = stat.S_ISDIR(st.st_mode)
-    if not is_manifest and not is_dir:
-        return
-    target = os.path.realpath(entry.path)
-    if not _inside(target, root):
-        out.errors.append((rel, "symlink points outside the manifests directory"))
-        return
-    if is_dir:
-        if is_manifest:
-            out.errors.append((rel, "is a directory, not a manifest file"))
-        return  # inside: loaded from its real location
-    if not stat.S_ISREG(st.st_mode):
-        out.errors.append((rel, "not a regular file"))
-        return
-    out.links.append((rel, target, _signature(st)))
 
 
 # ------------------------------------------------------------------------- assembly
@@ -735,66 +198,6 @@ def _assemble(
     )
 
 
-# --------------------------------------------------------------------------- cache
-
-
-@dataclass(frozen=True, slots=True)
-class LoadStats:
-    """What the last :func:`load_directory` with this cache did."""
-
-    files: int = 0
-    stat_hits: int = 0  # reused without reading (unchanged stat)
-    hash_hits: int = 0  # read, same content: reused without parsing
-    parsed: int = 0  # read and parsed
-    seconds: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class _CacheEntry:
-    signature: _Signature
-    trusted: bool  # may the signature alone vouch for the content? (see LoadCache)
-    digest: bytes
-    result: FileResult
-
-
-def _entry(
-    signature: _Signature, stat_taken_ns: int, digest: bytes, result: FileResult
-) -> _CacheEntry:
-    # Any change to a file sets its ctime to "now" (mtime can be set back, ctime can't),
-    # so once the stat was taken well after the ctime, a later change shows in the ctime.
-    ctime = signature[4]
-    window = RACY_WINDOW_COARSE_NS if ctime % 1_000_000_000 == 0 else RACY_WINDOW_NS
-    return _CacheEntry(signature, ctime < stat_taken_ns - window, digest, result)
-
-
-class LoadCache:
-    """Per-file results of :func:`load_directory`, keyed by relative path.
-
-    An entry is reused without reading the file when (device, inode, size, mtime_ns,
-    ctime_ns) are unchanged and its ctime was at least :data:`RACY_WINDOW_NS` older than
-    the moment that stat was taken (two writes in one clock tick would be invisible);
-    otherwise the file is read and hashed (BLAKE2b), and only parsed when the content
-    changed. Loads with one cache are serialised; use one cache
-    per manifests directory.
-    """
-
-    def __init__(self) -> None:
-        self._entries: dict[str, _CacheEntry] = {}
-        self._lock = threading.Lock()
-        self._last: _LastLoad | None = None
-        self._found: list[tuple[str, str, _Signature]] | None = None  # the last full walk
-        self.stats = LoadStats()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self._last = None
-            self._found = None
-
-
 # ----------------------------------------------------------------------- public API
 
 
@@ -808,8 +211,8 @@ def load_directory(
     """Load every manifest under ``path`` (see the module documentation for the rules).
 
     ``workers``: number of processes to parse with (this one included); ``None`` picks
-    the number of usable CPUs when there are at least :data:`PARALLEL_MIN_FILES` files to
-    parse, ``1`` never forks.
+    the number of usable CPUs when there are at least
+    :data:`~reconciler.manifests._jobs.PARALLEL_MIN_FILES` files to parse, ``1`` never forks.
 
     ``hint`` (with a warm ``cache``): the paths a file watcher saw change. When every one
     of them is an existing manifest file of the last walk, the directory is not walked
@@ -832,73 +235,6 @@ def load_directory(
             return _load_directory(root, None, workers)
         with cache._lock:
             return _load_directory(root, cache, workers, hint)
-
-
-def _hinted(root: str, cache: LoadCache, hint: Collection[str]) -> _Walk | None:
-    """The last walk patched with the hinted paths, or None to walk again.
-
-    A hinted manifest file that exists is (re)stat-ed, or added when new; one that is
-    gone is dropped. Files not hinted keep their last signature unless their cache entry
-    is not yet trusted. Anything unusual (a directory, a symlink anywhere on the path, a
-    path outside the root) returns None and the caller walks the whole tree.
-    """
-    previous = cache._found
-    if previous is None or cache._last is None or cache._last.root != root:
-        return None
-    index = {rel: i for i, (rel, _, _) in enumerate(previous)}
-    fresh: set[int] = set()
-    gone: set[int] = set()
-    added: list[tuple[str, str, _Signature]] = []
-    for raw in hint:
-        real = os.path.realpath(raw)
-        rel = os.path.relpath(real, root).replace(os.sep, "/")
-        if rel.startswith("..") or rel == ".":
-            return None
-        if rel == IGNORE_FILE:
-            return None  # the ignore rules changed: walk again
-        parts = rel.split("/")
-        name = parts[-1]
-        if any(part.startswith(".") for part in parts) or _is_ignored(name):
-            continue  # hidden, or an editor's temporary or backup file: never a manifest
-        if not is_manifest_name(name):
-            return None  # a directory, or something we cannot reason about
-        path = os.path.join(root, *parts)
-        if os.path.realpath(path) != path:
-            return None  # a symlink on the way: only the walk applies those rules
-        try:
-            st = os.stat(path, follow_symlinks=False)
-        except FileNotFoundError:
-            if rel in index:
-                gone.add(index[rel])
-            continue
-        except OSError:
-            return None
-        if not stat.S_ISREG(st.st_mode):
-            return None
-        if rel in index:
-            fresh.add(index[rel])
-        elif rel not in {r for r, _, _ in added}:
-            added.append((rel, path, _signature(st)))
-    ignore = _Ignore.read(root)
-    if ignore:
-        added = [a for a in added if not ignore.under(a[0])]
-    entries = cache._entries
-    out = _Walk()
-    for i, (rel, path, signature) in enumerate(previous):
-        if i in gone:
-            continue
-        entry = entries.get(rel)
-        if i in fresh or entry is None or not entry.trusted:
-            try:
-                st = os.stat(path, follow_symlinks=False)
-            except OSError:
-                return None
-            if not stat.S_ISREG(st.st_mode):
-                return None
-            signature = _signature(st)
-        out.found.append((rel, path, signature))
-    out.found.extend(added)
-    return out
 
 
 def _load_directory(
@@ -986,33 +322,6 @@ def _load_directory(
         time.perf_counter() - started,
     )
     return state
-
-
-@dataclass(frozen=True, slots=True)
-class _LastLoad:
-    root: str
-    listing: list[str]  # relative paths in walk order
-    order: list[str]  # the same, sorted
-    state: DesiredState
-    offsets: dict[str, tuple[int, int]]  # file -> its slice of state.tasks; {} if unusable
-
-
-def _updated(
-    last: _LastLoad, changed: Mapping[str, FileResult], old_entries: Mapping[str, _CacheEntry]
-) -> DesiredState | None:
-    """The last state with the tasks of a few edited files replaced, when that is all
-    that changed: no errors before or after, and each file still declares the same
-    names in the same order (so no duplicate can have appeared or disappeared)."""
-    tasks = list(last.state.tasks)
-    for rel, result in changed.items():
-        span = last.offsets.get(rel)
-        old = old_entries.get(rel)
-        if result.errors or span is None or old is None:
-            return None
-        if [t.name for t in result.tasks] != [t.name for t in old.result.tasks]:
-            return None
-        tasks[span[0] : span[1]] = result.tasks
-    return replace(last.state, tasks=tuple(tasks))
 
 
 def _merge_error(result: FileResult | None, label: str, message: str) -> FileResult:

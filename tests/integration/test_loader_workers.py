@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.manifests import _parallel, load_directory, loader
+from reconciler.manifests import _jobs, _parallel, load_directory
 
 
 def make_tree(root: Path, n: int) -> None:
@@ -36,9 +36,9 @@ def test_a_failing_worker_is_replaced_by_the_parent(
     make_tree(root, 10)
     marker = tmp_path / "child-started"
     parent = os.getpid()
-    real = loader._run_job
+    real = _jobs._run_job
 
-    def failing(job: loader._Job) -> loader._Outcome:
+    def failing(job: _jobs._Job) -> _jobs._Outcome:
         if os.getpid() != parent:
             marker.touch()
             if failure == "crash":
@@ -47,7 +47,7 @@ def test_a_failing_worker_is_replaced_by_the_parent(
         wait_for(marker)  # the child has claimed (and lost) a chunk
         return real(job)
 
-    monkeypatch.setattr(loader, "_run_job", failing)
+    monkeypatch.setattr(_jobs, "_run_job", failing)
     monkeypatch.setattr(_parallel, "MIN_CHUNK", 1)
     monkeypatch.setattr(_parallel, "CHILD_GRACE_SECONDS", 0.2)
     started = time.perf_counter()

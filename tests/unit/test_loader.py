@@ -20,6 +20,8 @@ from reconciler.manifests import (
     MAX_DOCUMENTS_PER_FILE,
     MAX_FILE_BYTES,
     LoadCache,
+    _cache,
+    _jobs,
     _parallel,
     _yaml,
     load_directory,
@@ -407,13 +409,13 @@ def test_big_files_are_refused_before_parsing(
     write(tmp_path, "big.yaml", "a: " + "x" * 2_000_000 + "\n")
     write(tmp_path, "ok.yaml", task_yaml())
     parsed: list[int] = []
-    real = loader.parse_file
+    real = _jobs.parse_file
 
     def counting(data: bytes, **kwargs: str) -> loader.FileResult:
         parsed.append(len(data))
         return real(data, **kwargs)
 
-    monkeypatch.setattr(loader, "parse_file", counting)
+    monkeypatch.setattr(_jobs, "parse_file", counting)
     state = load_directory(tmp_path, workers=1)
     assert [(e.file, e.message) for e in state.errors] == [
         ("big.yaml", "file is 1.9 MiB, larger than the 1 MiB limit"),
@@ -730,8 +732,8 @@ def make_tree(root: Path, n: int) -> None:
 @pytest.fixture
 def trust_fresh_stats(monkeypatch: pytest.MonkeyPatch) -> None:
     """Trust a stat as soon as the file's ctime is in the past (instead of sleeping)."""
-    monkeypatch.setattr(loader, "RACY_WINDOW_NS", 0)
-    monkeypatch.setattr(loader, "RACY_WINDOW_COARSE_NS", 0)
+    monkeypatch.setattr(_cache, "RACY_WINDOW_NS", 0)
+    monkeypatch.setattr(_cache, "RACY_WINDOW_COARSE_NS", 0)
 
 
 def test_cache_reparses_only_the_changed_file(tmp_path: Path) -> None:

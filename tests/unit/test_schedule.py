@@ -17,6 +17,7 @@ import pytest
 from croniter import croniter
 from croniter.croniter import CroniterBadCronError, CroniterBadDateError
 
+from reconciler.core import _cron
 from reconciler.core import schedule as schedule_module
 from reconciler.core.errors import ScheduleError
 from reconciler.core.schedule import (
@@ -436,22 +437,22 @@ def test_check_schedule_is_cached_and_does_not_use_croniter(
     for i in range(500):
         check_schedule(f"{i % 60} {i % 24} {1 + i % 28} * {i % 7} ")
     check_schedule("7 7 7 7 *")
-    info = schedule_module._compile.cache_info()
+    info = _cron._compile.cache_info()
     check_schedule("7 7 7 7 *")
-    assert schedule_module._compile.cache_info().hits == info.hits + 1
+    assert _cron._compile.cache_info().hits == info.hits + 1
 
 
 def test_many_distinct_expressions_validate_and_each_is_compiled_once() -> None:
     """10,000 distinct expressions all validate, each compiled once and then served
     from the cache (speed is measured in tests/bench/reconcile.py, not here)."""
     exprs = [f"{i % 60} {(i // 60) % 24} * * {(i // 1440) % 7},{i % 3}" for i in range(10_000)]
-    schedule_module._compile.cache_clear()
+    _cron._compile.cache_clear()
     for e in exprs:
         check_schedule(e)
-    first = schedule_module._compile.cache_info()
+    first = _cron._compile.cache_info()
     for e in exprs:
         check_schedule(e)
-    again = schedule_module._compile.cache_info()
+    again = _cron._compile.cache_info()
     assert first.misses == len(set(exprs)) and again.misses == first.misses
     assert again.hits - first.hits == len(exprs)
 
