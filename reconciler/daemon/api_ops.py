@@ -325,9 +325,13 @@ class DaemonApi:
     def bind(self) -> None:
         """Bind the listening socket (before start-up: a port in use fails fast)."""
         if self.listen and self.server is None:
+            from reconciler.api.limits import Limits
             from reconciler.api.server import ApiServer
 
-            self.server = ApiServer(self.app(), self.listen, self.allowed_hosts)
+            c = self.daemon.config
+            limits = Limits.of(c.api_head_timeout.total_seconds(),
+                               c.api_max_connections_per_address, c.api_rate_per_address)
+            self.server = ApiServer(self.app(), self.listen, self.allowed_hosts, limits)
 
     def serve(self) -> None:
         if self.server is not None:
