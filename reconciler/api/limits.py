@@ -73,8 +73,8 @@ class Limits:
     max_requests: int = 256
     max_streams: int = 128
     streams_per_client: int = 8
-    rate_per_client: float = 20.0
-    burst_per_client: int = 40
+    rate_per_client: float = 100.0
+    burst_per_client: int = 200
 
     @classmethod
     def of(cls, head_timeout: float, per_client: int, rate_per_client: float) -> Limits:

@@ -151,9 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "long (default 5s)")
     p.add_argument("--api-max-connections-per-address", type=int, default=64, metavar="N",
                    help="past N open connections, an address gets only the probes (64)")
-    p.add_argument("--api-rate-per-address", type=float, default=20.0, metavar="PER_S",
+    p.add_argument("--api-rate-per-address", type=float, default=100.0, metavar="PER_S",
                    help="requests a second per client address, bursts of twice that; past "
-                        "it 429 (default 20; 0: no limit; behind a proxy all share one)")
+                        "it 429 (default 100; 0: no limit; behind a proxy all share one)")
     p.add_argument("--zookeeper", default=_env("RECONCILER_ZOOKEEPER"), metavar="HOSTS",
                    help="distributed mode: 'zk-0:2181,zk-1:2181,zk-2:2181[/chroot]' "
                         "(env RECONCILER_ZOOKEEPER); without it: one replica")
