@@ -8,6 +8,9 @@ Enforced before the app sees a request (all on the server's event loop):
 * **Connections per client address**: past ``per_client`` open connections from one
   address, a new connection from it is answered only for ``/healthz`` and ``/readyz``;
   any other request on it gets ``503`` and the connection is closed.
+* **Request rate per client address**: each address has a token bucket of
+  ``burst_per_client`` requests refilled at ``rate_per_client`` a second; a request
+  past it gets ``429`` and the connection is closed (``rate_per_client`` 0: no limit).
 * **Connections in all**: past ``max_connections`` a new connection is answered
   ``503`` at once, without reading it, and closed.
 * **Requests in flight**: past ``max_requests`` requests being answered (probes not
@@ -15,9 +18,13 @@ Enforced before the app sees a request (all on the server's event loop):
 * **Streams**: the event stream and followed run logs count against ``max_streams``
   in all and ``streams_per_client`` per address; past either, ``503``.
 
-``/healthz`` and ``/readyz`` are never refused by the request and stream limits, and a
-client over its connection cap may still ask them, so a liveness probe keeps passing
-while the limits turn an attacker away.
+``/healthz`` and ``/readyz`` are never refused by the request, rate and stream limits,
+and a client over its connection cap may still ask them, so a liveness probe keeps
+passing while the limits turn an attacker away.
+
+The per-address refusals are decided from the request line alone, before the request
+is parsed or handed to the app (:meth:`GuardedProtocol.data_received`): a refused
+request costs the server a few microseconds and never reaches the daemon's loop.
 """
 
 from __future__ import annotations
@@ -36,9 +43,26 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 log = logging.getLogger("reconciler.api")
 
 PROBES = frozenset({"/healthz", "/readyz"})
-REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
-           b"content-length: 20\r\nretry-after: 1\r\nconnection: close\r\n\r\n"
-           b"too many connections")
+PROBE_LINES = frozenset(f"{method} {path}".encode() for method in ("GET", "HEAD")
+                        for path in PROBES)
+MAX_REQUEST_LINE = 8192
+LINGER_S = 1.0  # a refused connection is read and dropped this long before closing
+
+
+def refusal(status: bytes, message: bytes) -> bytes:
+    """A complete ``connection: close`` response, written without the app."""
+    return (b"HTTP/1.1 " + status + b"\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            b"content-length: " + str(len(message)).encode() + b"\r\nretry-after: 1\r\n"
+            b"connection: close\r\n\r\n" + message)
+
+
+REFUSAL = refusal(b"503 Service Unavailable", b"too many connections")
+REFUSALS = {
+    "connections per client": refusal(b"503 Service Unavailable",
+                                      b"too many connections from this address"),
+    "request rate": refusal(b"429 Too Many Requests",
+                            b"too many requests from this address"),
+}
 
 
 @dataclass(frozen=True)
@@ -49,6 +73,15 @@ class Limits:
     max_requests: int = 256
     max_streams: int = 128
     streams_per_client: int = 8
+    rate_per_client: float = 100.0
+    burst_per_client: int = 200
+
+    @classmethod
+    def of(cls, head_timeout: float, per_client: int, rate_per_client: float) -> Limits:
+        """The daemon's flags: the burst is two seconds' worth of the rate."""
+        return cls(head_timeout=max(0.1, head_timeout), per_client=max(1, per_client),
+                   rate_per_client=rate_per_client,
+                   burst_per_client=max(1, round(2 * rate_per_client)))
 
 
 def is_stream(path: str) -> bool:
@@ -67,6 +100,29 @@ class LoadState:
         self.requests = 0
         self.refused: Counter[str] = Counter()
         self._warned = 0.0
+        self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, at)
+
+    def take(self, client: str, now: float | None = None) -> bool:
+        """Take one request from ``client``'s bucket; ``False`` when it is empty."""
+        rate, burst = self.limits.rate_per_client, self.limits.burst_per_client
+        if rate <= 0:
+            return True
+        now = time.monotonic() if now is None else now
+        tokens, at = self._buckets.get(client, (float(burst), now))
+        tokens = min(float(burst), tokens + (now - at) * rate)
+        if tokens < 1:
+            self._buckets[client] = (tokens, now)
+            return False
+        self._buckets[client] = (tokens - 1, now)
+        if len(self._buckets) > 4 * self.limits.max_connections:
+            self._forget_full(now)
+        return True
+
+    def _forget_full(self, now: float) -> None:
+        """Drop the buckets that have refilled (they read as full when absent)."""
+        rate, burst = self.limits.rate_per_client, self.limits.burst_per_client
+        self._buckets = {client: (tokens, at) for client, (tokens, at) in self._buckets.items()
+                         if tokens + (now - at) * rate < burst}
 
     def refuse(self, why: str, client: str) -> None:
         """Count a refusal; log at most one warning every 10 s."""
@@ -134,6 +190,9 @@ class GuardedProtocol(H11Protocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._address = ""
         self._counted = False
+        self._over_cap = False
+        self._screened = False  # the request being received has been screened
+        self._refusing = False  # answered by the screen: the rest is read and dropped
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -146,8 +205,7 @@ class GuardedProtocol(H11Protocol):
             return
         self._counted = True
         load.connections[self._address] += 1
-        if load.connections[self._address] > load.limits.per_client:
-            self.app = self._probes_only
+        self._over_cap = load.connections[self._address] > load.limits.per_client
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -160,22 +218,63 @@ class GuardedProtocol(H11Protocol):
                 del counts[self._address]
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        if self._refusing:
+            return
+        if (not self._screened and self.conn.their_state is h11.IDLE
+                and self._screen(self.conn.trailing_data[0] + data)):
+            return
+        super().data_received(data)
+
+    def _screen(self, head: bytes) -> bool:
+        """Screen a request by its request line, once it is complete and before the
+        request is parsed: a probe passes; anything else from an address over its
+        connection cap or request rate is answered here and the connection closed
+        (``True``)."""
+        end = head.find(b"\n")
+        if self._screened or (end < 0 and len(head) < MAX_REQUEST_LINE):
+            return False
+        self._screened = True
+        why = self._refused(head[:end] if end >= 0 else head)
+        if why is None:
+            return False
+        self.load.refuse(why, self._address)
+        self._refusing = True
+        self.transport.write(REFUSALS[why])
+        # Half-close and drop what else the client sends for a moment: closing with
+        # unread bytes would reset the connection and could lose the answer.
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._cancel_head_timer()
+        self._head_timer = self.loop.call_later(LINGER_S, self.transport.close)
+        return True
+
+    def _refused(self, request_line: bytes) -> str | None:
+        """Why the request starting with ``request_line`` is refused, or ``None``."""
+        method, _, rest = request_line.partition(b" ")
+        target = rest.partition(b" ")[0].partition(b"?")[0]
+        if method + b" " + target in PROBE_LINES:
+            return None
+        if self._over_cap:
+            return "connections per client"
+        if not self.load.take(self._address):
+            return "request rate"
+        return None
+
     def handle_events(self) -> None:
+        if self._refusing:
+            return
         super().handle_events()
         if self.conn.their_state is not h11.IDLE:  # a complete request head arrived
             self._cancel_head_timer()
 
-    async def _probes_only(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The app of a connection over its address's cap: probes only."""
-        if scope["type"] == "http" and scope["path"] in PROBES:
-            await self.config.loaded_app(scope, receive, send)
-            return
-        self.load.refuse("connections per client", self._address)
-        await unavailable(send, b"too many connections from this address")
-
     def on_response_complete(self) -> None:
+        self._screened = False
+        if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
+            self._screen(self.conn.trailing_data[0])  # a pipelined request, if any
         super().on_response_complete()
-        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+        if (not self.transport.is_closing() and not self._refusing
+                and self.conn.their_state is h11.IDLE):
             self._arm_head_timer()
 
     def _arm_head_timer(self) -> None:

@@ -148,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "names and IP literals on a loopback address, any Host otherwise")
     p.add_argument("--auth-reads", action="store_true",
                    help="require a token for reads too (the dashboard asks for it)")
+    p.add_argument("--api-head-timeout", default=_env("RECONCILER_API_HEAD_TIMEOUT", "5s"),
+                   help="close a connection that sends no complete request head in this "
+                        "long (default 5s)")
+    p.add_argument("--api-max-connections-per-address", type=int, default=64, metavar="N",
+                   help="past N open connections, an address gets only the probes (64)")
+    p.add_argument("--api-rate-per-address", type=float, default=100.0, metavar="PER_S",
+                   help="requests a second per client address, bursts of twice that; past "
+                        "it 429 (default 100; 0: no limit; behind a proxy all share one)")
     p.add_argument("--zookeeper", default=_env("RECONCILER_ZOOKEEPER"), metavar="HOSTS",
                    help="distributed mode: 'zk-0:2181,zk-1:2181,zk-2:2181[/chroot]' "
                         "(env RECONCILER_ZOOKEEPER); without it: one replica")
@@ -463,6 +471,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         api_token_file=args.api_token_file,
         auth_reads=args.auth_reads,
         allowed_hosts=_names(args.allowed_hosts),
+        api_head_timeout=_duration_arg("--api-head-timeout", args.api_head_timeout),
+        api_max_connections_per_address=max(1, args.api_max_connections_per_address),
+        api_rate_per_address=max(0.0, args.api_rate_per_address),
         zookeeper=args.zookeeper or None,
         namespace=args.namespace,
         max_clock_skew=_duration_arg("--max-clock-skew", args.max_clock_skew),

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from reconciler.api import ApiContext, ApiObserver
 from reconciler.api.auth import TokenStore
+from reconciler.api.limits import Limits
 from reconciler.api.metrics import ZOOKEEPER_STATES
 from reconciler.core.clock import Clock
 from reconciler.core.errors import ReconcilerError
@@ -215,8 +216,10 @@ class DaemonApi:
         token_file: str | None = None,
         auth_reads: bool = False,
         allowed_hosts: Sequence[str] | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.parts = parts
+        self.limits = limits
         self.listen = listen
         self.allowed_hosts = allowed_hosts
         self.observer = observer
@@ -251,7 +254,7 @@ class DaemonApi:
         if self.listen and self.server is None:
             from reconciler.api.server import ApiServer
 
-            self.server = ApiServer(self.app(), self.listen, self.allowed_hosts)
+            self.server = ApiServer(self.app(), self.listen, self.allowed_hosts, self.limits)
 
     def serve(self) -> None:
         if self.server is not None:

@@ -80,6 +80,10 @@ class DaemonConfig:
     api_token_file: str | None = None  # "name:token" lines, re-read on change and SIGHUP
     auth_reads: bool = False  # reads need a token too
     allowed_hosts: tuple[str, ...] | None = None  # Host names answered (docs/security.md)
+    # connection limits of the API (docs/security.md); a rate of 0: no rate limit
+    api_head_timeout: timedelta = timedelta(seconds=5)
+    api_max_connections_per_address: int = 64
+    api_rate_per_address: float = 100.0
     # distributed mode (docs/guarantees.md): None = single replica, in-process claims
     zookeeper: str | None = None  # "zk-0:2181,zk-1:2181,zk-2:2181[/chroot]"
     namespace: str = "default"

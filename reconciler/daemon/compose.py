@@ -15,6 +15,7 @@ import asyncio
 from collections.abc import Callable
 
 from reconciler.api import ApiObserver, EventHub, Metrics, TaskIndex
+from reconciler.api.limits import Limits
 from reconciler.core.clock import Clock, SystemClock
 from reconciler.core.protocols import Claimer, Executor
 from reconciler.daemon.api_ops import DaemonApi, DaemonParts
@@ -80,7 +81,10 @@ def build_daemon(config: DaemonConfig, *, clock: Clock | None = None,
                         scheduler=scheduler, state=state, cluster=cluster, db_guard=db_guard)
     api = DaemonApi(parts, observer, listen=config.listen, api_token=config.api_token,
                     token_file=config.api_token_file, auth_reads=config.auth_reads,
-                    allowed_hosts=config.allowed_hosts)
+                    allowed_hosts=config.allowed_hosts,
+                    limits=Limits.of(config.api_head_timeout.total_seconds(),
+                                     config.api_max_connections_per_address,
+                                     config.api_rate_per_address))
     lock = InstanceLock(store.engine, config.replica, shared=cluster is not None,
                         describe_holder=lambda: _lock_holder(store, config.replica))
     return Daemon(config, clock=clock, store=store, worker=worker, cache=cache,

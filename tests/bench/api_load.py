@@ -4,6 +4,9 @@ The daemon is the real ``reconciler run`` process on SQLite with --tasks Forbid 
 ``@every 1s`` running ``true``. Two phases of --seconds each:
 
 * ``idle``: no API traffic;
+* ``sink``: the same load as ``load`` below, sent to a trivial server in another
+  process instead of the daemon: what the load costs the machine (CPU taken from the
+  daemon) without costing the daemon any work, the floor ``load`` is compared with;
 * ``load``: a separate process holds --idle-sockets TCP connections that never send a
   byte (reopened when the daemon closes them) and runs --sse clients that open
   ``GET /api/v1/events`` with a valid token, read the first bytes of the answer, close
@@ -11,9 +14,12 @@ The daemon is the real ``reconciler run`` process on SQLite with --tasks Forbid 
   a second (status and latency recorded).
 
 Figures come from the run rows afterwards: lateness (run start - slot) p50/p99/max of
-each phase, the statuses of the slots (``skipped`` = a Forbid slot lost), and the ratio
-p99 under load / p99 idle (target: <= 2). Everything is on loopback; every loop stops
-by itself at its phase's end.
+each phase, the statuses of the slots (``skipped`` = a Forbid slot lost), the ratio
+p99 under load / p99 idle (target: <= 2), and the ratios sink / idle (the machine's
+share: with the load generator on the same cores it may exceed 2 by itself) and load /
+sink (the daemon's own share). The slots of one task tick fire together, so p99 is
+about the latest tick of a phase. Everything is on loopback; every loop stops by
+itself at its phase's end.
 
 Usage: .venv/bin/python tests/bench/api_load.py [--seconds 30] [--tasks 30]
        [--idle-sockets 600] [--sse 400]
@@ -124,6 +130,34 @@ async def hostile_load(port: int, seconds: float, idle: int, sse: int,
                          *[_sse_churn(port, end, counts) for _ in range(sse)])
 
 
+SINK_ANSWER = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n"
+               b"connection: close\r\n\r\n")
+
+
+class _Sink(asyncio.Protocol):
+    """Answer whatever arrives with a 503 and close; silent sockets are left open."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        assert isinstance(self.transport, asyncio.Transport)
+        self.transport.write(SINK_ANSWER)
+        self.transport.close()
+
+
+async def _sink(port: int, seconds: float) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(_Sink, "127.0.0.1", port, backlog=1024)
+    async with server:
+        await asyncio.sleep(seconds)
+
+
+def sink_worker(port: int, seconds: float) -> None:
+    raise_nofile(4096)
+    asyncio.run(_sink(port, seconds))
+
+
 def load_worker(port: int, seconds: float, idle: int, sse: int, out: str) -> None:
     counts = new_counts()
     asyncio.run(hostile_load(port, seconds, idle, sse, counts))
@@ -180,7 +214,35 @@ def lateness_by_phase(db: str, phases: dict[str, tuple[datetime, datetime]]
             for name, values in lateness.items()}
 
 
+def loaded(args: argparse.Namespace, port: int, out: Path,
+           phases: dict[str, tuple[datetime, datetime]], name: str,
+           measure: Any) -> tuple[Any, dict[str, int]]:
+    """Run the load worker against ``port`` while ``measure()`` runs (phase ``name``)."""
+    worker = subprocess.Popen(
+        [sys.executable, __file__, "--worker", str(port), str(args.seconds + 2),
+         str(args.idle_sockets), str(args.sse), str(out)])
+    time.sleep(2)  # the worker starts and opens its sockets
+    start = datetime.now(UTC)
+    measured = measure()
+    phases[name] = (start, datetime.now(UTC))
+    worker.wait(timeout=args.seconds + 60)
+    return measured, json.loads(out.read_text()) if out.exists() else {}
+
+
+def p99_ratio(lateness: dict[str, Any], over: str, under: str) -> float:
+    top, bottom = lateness[over]["p99_ms"], lateness[under]["p99_ms"]
+    return round(top / bottom, 2) if bottom > 0 else float("inf")
+
+
+def load_average() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    loadavg = {"start": load_average()}
     with tempfile.TemporaryDirectory(prefix="reconciler-api-load-") as tmp:
         root = Path(tmp)
         write_manifests(root / "m", args.tasks)
@@ -201,27 +263,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             start = datetime.now(UTC)
             idle_probe = probe(base, args.seconds)
             phases["idle"] = (start, datetime.now(UTC))
-            out = root / "load.json"
-            worker = subprocess.Popen(
-                [sys.executable, __file__, "--worker", str(port), str(args.seconds + 2),
-                 str(args.idle_sockets), str(args.sse), str(out)])
-            time.sleep(2)  # the worker starts and opens its sockets
-            start = datetime.now(UTC)
-            load_probe = probe(base, args.seconds)
-            phases["load"] = (start, datetime.now(UTC))
-            worker.wait(timeout=args.seconds + 60)
-            counts = json.loads(out.read_text()) if out.exists() else {}
+            sink_port = free_port()
+            sink = subprocess.Popen([sys.executable, __file__, "--sink", str(sink_port),
+                                     str(args.seconds + 6)])
+            time.sleep(1)  # the sink listens
+            counts = {"sink": loaded(args, sink_port, root / "sink.json", phases, "sink",
+                                     lambda: probe(base, args.seconds))[1]}
+            sink.wait(timeout=args.seconds + 60)
+            load_probe, counts["load"] = loaded(args, port, root / "load.json", phases,
+                                                "load", lambda: probe(base, args.seconds))
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
         lateness = lateness_by_phase(db, phases)
-        idle_p99, load_p99 = lateness["idle"]["p99_ms"], lateness["load"]["p99_ms"]
-        ratio = round(load_p99 / idle_p99, 2) if idle_p99 > 0 else float("inf")
+        ratio = p99_ratio(lateness, "load", "idle")
         return {
             "tasks": args.tasks, "seconds_per_phase": args.seconds, "cpus": os.cpu_count(),
             "idle_sockets": args.idle_sockets, "sse_clients": args.sse,
+            "loadavg": {**loadavg, "end": load_average()},
             "lateness": lateness,
             "p99_ratio_load_over_idle": ratio,
+            "p99_ratio_sink_over_idle": p99_ratio(lateness, "sink", "idle"),
+            "p99_ratio_load_over_sink": p99_ratio(lateness, "load", "sink"),
             "healthz": {"idle": idle_probe, "load": load_probe},
             "load_worker": counts,
             "target": {"p99_ratio": 2.0, "met": ratio <= 2.0},
@@ -229,6 +292,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--sink":
+        sink_worker(int(sys.argv[2]), float(sys.argv[3]))
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         _, _, port, seconds, idle, sse, out = sys.argv
         load_worker(int(port), float(seconds), int(idle), int(sse), out)

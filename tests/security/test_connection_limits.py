@@ -10,7 +10,9 @@ client on 127.0.0.1 (any 127.x address reaches a 127.0.0.1 listener on Linux):
 * a request head that never completes is closed;
 * one address over its connection cap gets a quick 503 for anything but the probes,
   while another address is served;
-* one address over its stream cap gets 503 for another stream, another address not.
+* one address over its stream cap gets 503 for another stream, another address not;
+* one address over its request rate (``--api-rate-per-address``) gets 429 for anything
+  but the probes, while another address is served.
 
 Waits are bounded and on observable progress (a status code, a closed socket).
 """
@@ -193,3 +195,25 @@ def test_an_address_over_its_stream_cap_gets_503_others_are_served(
         finally:
             sock.close()
     wait_until(reopened, timeout=10, what="a stream from 127.0.0.3 again")
+
+
+def test_an_address_over_its_request_rate_gets_429_others_are_served(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECONCILER_API_TOKEN", TOKEN)
+    d = DaemonProcess(tmp_path).start("--api-rate-per-address", "0.1")  # a burst of one
+    try:
+        def answer(source: str, path: str) -> bytes:
+            sock = connect_from(d, source)
+            try:
+                sock.sendall(raw_get(path, d.port))
+                return first_line(sock)
+            finally:
+                sock.close()
+
+        assert answer("127.0.0.4", "/api/v1/tasks").startswith(b"HTTP/1.1 200")
+        assert answer("127.0.0.4", "/api/v1/tasks").startswith(b"HTTP/1.1 429")
+        assert answer("127.0.0.4", "/healthz").startswith(b"HTTP/1.1 200")
+        assert answer("127.0.0.4", "/readyz").split(b" ")[1] != b"429"
+        assert answer("127.0.0.5", "/api/v1/tasks").startswith(b"HTTP/1.1 200")
+    finally:
+        d.stop()
