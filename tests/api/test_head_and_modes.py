@@ -12,6 +12,7 @@ from starlette.routing import Route
 from reconciler.api.client import ApiClient
 from reconciler.api.contract import flat_routes
 from reconciler.cli import main as cli
+from reconciler.cli import remote as cli_remote
 from tests.api.conftest import AUTH, LoopServer, harness, run
 
 
@@ -43,7 +44,7 @@ def test_get_tasks_agrees_in_database_and_server_mode(tmp_path: Path,
     server = LoopServer(tmp_path)
     try:
         monkeypatch.delenv("RECONCILER_SERVER", raising=False)
-        monkeypatch.setattr(cli, "_client", lambda args: ApiClient(
+        monkeypatch.setattr(cli_remote, "_client", lambda args: ApiClient(
             args.server, args.token, transport=server.transport()))
         database = f"sqlite:///{tmp_path / 'state.db'}"
         shown = {}
