@@ -24,9 +24,11 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import fastapi.routing
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute
 
 from reconciler.api.models import ErrorResponse
 
@@ -80,6 +82,20 @@ def derived_statuses(route: APIRoute, operation: Mapping[str, Any],
     return statuses
 
 
+def flat_routes(routes: Sequence[BaseRoute]) -> list[BaseRoute]:
+    """``app.routes`` with each included router replaced by its own routes, in order.
+
+    Older FastAPI versions copy an included router's routes into ``app.routes``; newer
+    ones keep the router whole there, and ``iter_route_contexts`` walks into it. The
+    app includes its routers with no prefix and no dependencies of their own, so a
+    router's route is the app's route as it is.
+    """
+    contexts = getattr(fastapi.routing, "iter_route_contexts", None)
+    if contexts is None:
+        return list(routes)
+    return [context.original_route for context in contexts(routes)]
+
+
 def _error_response(status: int) -> dict[str, Any]:
     response: dict[str, Any] = {
         "description": ERRORS[status],
@@ -93,10 +109,10 @@ def _error_response(status: int) -> dict[str, Any]:
     return response
 
 
-def complete(document: dict[str, Any], routes: Sequence[Any],
+def complete(document: dict[str, Any], routes: Sequence[BaseRoute],
              dependencies: Mapping[Callable[..., Any], Sequence[int]]) -> dict[str, Any]:
     """Add the derived error responses of every route to ``document`` (in place)."""
-    for route in routes:
+    for route in flat_routes(routes):
         if not isinstance(route, APIRoute) or not route.include_in_schema:
             continue
         for method in route.methods or ():

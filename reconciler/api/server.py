@@ -11,7 +11,7 @@ The daemon owns SIGTERM/SIGINT (it drains runs first), so uvicorn's signal handl
 disabled; the daemon stops the server itself. The listening socket is bound before the
 daemon starts anything else, so "address already in use" is a clean start-up error.
 
-The served app is wrapped in :class:`~reconciler.api.app.HostGuard`: on a loopback
+The served app is wrapped in :class:`~reconciler.api.security.HostGuard`: on a loopback
 address only loopback names (``localhost``, ``127.0.0.1``, ``[::1]``), IP literals and
 the configured ``allowed_hosts`` are answered, which defeats DNS rebinding from a web
 page in the operator's browser. On other addresses any Host is answered unless
@@ -38,8 +38,8 @@ from typing import Any, TypeVar
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from reconciler.api.app import HostGuard, HostPolicy
 from reconciler.api.limits import Limits, LoadGuard, LoadState, protocol_for
+from reconciler.api.security import HostGuard, HostPolicy
 from reconciler.core.errors import ReconcilerError
 
 log = logging.getLogger("reconciler.api")

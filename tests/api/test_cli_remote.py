@@ -15,6 +15,7 @@ import pytest
 
 from reconciler.api.client import ApiClient
 from reconciler.cli import main as cli
+from reconciler.cli import remote as cli_remote
 from tests.api.conftest import SECRET, LoopServer
 
 SERVER = "http://testserver"
@@ -30,7 +31,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopServer]:
 @pytest.fixture
 def reconciler(server: LoopServer, monkeypatch: pytest.MonkeyPatch,
                capsys: pytest.CaptureFixture[str]) -> Any:
-    monkeypatch.setattr(cli, "_client", lambda args: ApiClient(
+    monkeypatch.setattr(cli_remote, "_client", lambda args: ApiClient(
         args.server, args.token, transport=server.transport()))
     monkeypatch.delenv("RECONCILER_TOKEN", raising=False)
     monkeypatch.setenv("RECONCILER_SERVER", SERVER)
@@ -108,7 +109,7 @@ def test_unreachable_server_is_a_clean_error(monkeypatch: pytest.MonkeyPatch,
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
 
-    monkeypatch.setattr(cli, "_client", lambda args: ApiClient(
+    monkeypatch.setattr(cli_remote, "_client", lambda args: ApiClient(
         args.server, args.token, transport=httpx.MockTransport(refuse)))
     assert cli.main(["get", "tasks", "--server", "127.0.0.1:1"]) == 1
     assert "cannot reach the daemon at http://127.0.0.1:1" in capsys.readouterr().err

@@ -10,7 +10,9 @@ from fastapi.routing import APIRoute
 from starlette.routing import Route
 
 from reconciler.api.client import ApiClient
+from reconciler.api.contract import flat_routes
 from reconciler.cli import main as cli
+from reconciler.cli import remote as cli_remote
 from tests.api.conftest import AUTH, LoopServer, harness, run
 
 
@@ -20,7 +22,7 @@ def test_every_get_route_answers_head_without_a_body(tmp_path: Path) -> None:
             r = await h.client.post("/api/v1/tasks/nightly-report/trigger", headers=AUTH)
             run_id = r.json()["run"]["id"]
             await h.settle()
-            paths = [route.path for route in h.app.routes
+            paths = [route.path for route in flat_routes(h.app.routes)
                      if isinstance(route, APIRoute | Route) and "GET" in (route.methods or ())]
             assert {"/healthz", "/metrics", "/api/v1/events"} <= set(paths)
             for path in paths:
@@ -42,7 +44,7 @@ def test_get_tasks_agrees_in_database_and_server_mode(tmp_path: Path,
     server = LoopServer(tmp_path)
     try:
         monkeypatch.delenv("RECONCILER_SERVER", raising=False)
-        monkeypatch.setattr(cli, "_client", lambda args: ApiClient(
+        monkeypatch.setattr(cli_remote, "_client", lambda args: ApiClient(
             args.server, args.token, transport=server.transport()))
         database = f"sqlite:///{tmp_path / 'state.db'}"
         shown = {}

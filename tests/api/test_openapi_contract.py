@@ -21,6 +21,7 @@ from fastapi.routing import APIRoute
 from jsonschema import Draft202012Validator, FormatChecker
 from openapi_spec_validator import validate
 
+from reconciler.api.contract import flat_routes
 from tests.api.conftest import AUTH, Harness, harness, run
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "specs" / "openapi.json"
@@ -39,7 +40,7 @@ Seen = list[tuple[str, str, httpx.Response]]  # (operation method, path template
 def operations(app: FastAPI) -> set[tuple[str, str]]:
     """(method, path template) of every documented route of ``app``."""
     found = set()
-    for route in app.routes:
+    for route in flat_routes(app.routes):
         if isinstance(route, APIRoute) and route.include_in_schema:
             found |= {(m, route.path_format) for m in route.methods or ()}
         else:

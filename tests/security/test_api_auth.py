@@ -35,6 +35,7 @@ from starlette.routing import Route
 
 from reconciler.api.app import create_app
 from reconciler.api.auth import TokenStore, parse_token_file
+from reconciler.api.contract import flat_routes
 from reconciler.core.clock import FakeClock
 from tests.api.conftest import T0, Harness, harness, run
 
@@ -95,7 +96,7 @@ def mutating_routes() -> list[tuple[str, str, bool]]:
 def route_table() -> set[tuple[str, str]]:
     """(method, path) of every mutating route in the app's route table (hidden ones too)."""
     app = create_app(None)
-    return {(m, r.path) for r in app.routes if isinstance(r, Route)
+    return {(m, r.path) for r in flat_routes(app.routes) if isinstance(r, Route)
             for m in (r.methods or ()) if m in MUTATING}
 
 

@@ -5,7 +5,7 @@ script requests to the daemon's loopback port "same-origin" in the operator's br
 (reading tasks, run output, metrics; and, with a token it learnt elsewhere or a
 permissive setup, more). The browser still sends ``Host: attacker.example``. The API
 server therefore refuses, on a loopback address, every Host that is not a loopback
-name, an IP literal or a configured name (reconciler.api.app.HostPolicy; wired in
+name, an IP literal or a configured name (reconciler.api.security.HostPolicy; wired in
 reconciler.api.server.ApiServer). On a non-loopback address (0.0.0.0 in a container)
 the names clients use cannot be guessed, so any Host is answered unless names are
 configured.
@@ -23,7 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reconciler.api.app import HostGuard, HostPolicy, create_app
+from reconciler.api.app import create_app
+from reconciler.api.security import HostGuard, HostPolicy
 from reconciler.api.server import ApiServer
 from tests.api.conftest import AUTH, harness, run
 from tests.e2e.conftest import DaemonProcess, task_yaml, wait_until

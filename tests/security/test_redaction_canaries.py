@@ -31,6 +31,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import Route
 
 from reconciler.api.app import create_app
+from reconciler.api.contract import flat_routes
 from reconciler.core.runtime import RunStatus
 from tests.e2e.conftest import DaemonProcess, wait_until
 
@@ -127,7 +128,7 @@ def closed_port() -> int:
 def get_routes() -> list[str]:
     """Every GET path of the app, from its route table (not from a list kept here)."""
     paths = []
-    for route in create_app(None).routes:
+    for route in flat_routes(create_app(None).routes):
         if isinstance(route, APIRoute | Route) and "GET" in (route.methods or set()):
             paths.append(route.path)
     return sorted(paths)

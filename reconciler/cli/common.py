@@ -1,0 +1,98 @@
+"""What the commands share: exit codes, the store, the safety options, runs and tasks as
+text or JSON (the same for the database and the ``--server`` forms).
+
+Heavy modules (the store, the API's views, the output tables) are imported inside the
+functions that use them: the CLI's start-up stays short.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from reconciler.core.plan import SafetyOptions
+    from reconciler.core.protocols import Store
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name) or default
+
+
+def open_store(url: str | None, *, create: bool = False) -> Store:
+    """The store, its schema upgraded. Only ``create`` (apply) makes a new SQLite file:
+    for every other command a missing file is a typo, not an empty database."""
+    from reconciler.store import create_store
+
+    store = create_store(url, must_exist=not create)
+    store.upgrade()
+    return store
+
+
+def safety_options(args: argparse.Namespace, strict: bool = False) -> SafetyOptions:
+    from reconciler.core.plan import SafetyOptions
+
+    if args.max_delete < 0:
+        raise SystemExit("error: --max-delete must be >= 0")
+    return SafetyOptions(
+        allow_empty=args.allow_empty, max_delete=args.max_delete, force=args.force, strict=strict
+    )
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def emit_task_rows(args: argparse.Namespace, rows: list[dict[str, Any]]) -> int:
+    from reconciler.cli.output import table
+
+    if args.output == "json":
+        for r in rows:
+            del r["suspendedText"]
+        print_json(rows)
+        return EXIT_OK
+    headers = ["NAME", "SCHEDULE", "TIMEZONE", "NEXT", "NEXT (UTC)", "SUSPENDED", "SOURCE"]
+    if args.output == "wide":
+        headers += ["GEN", "REVISION", "LABELS"]
+    cells = []
+    for r in rows:
+        row = [
+            r["name"], r["schedule"], r["timeZone"], r["next"] or "-", r["nextUTC"] or "-",
+            r["suspendedText"], r["source"],
+        ]
+        if args.output == "wide":
+            labels = ",".join(f"{k}={v}" for k, v in sorted(r["labels"].items()))
+            row += [str(r["generation"]), (r["revision"] or "-")[:12], labels or "-"]
+        cells.append(row)
+    print(table(headers, cells))
+    return EXIT_OK
+
+
+def emit_runs(args: argparse.Namespace, runs: list[dict[str, Any]], zone: str) -> int:
+    from reconciler.cli.output import fmt_time, table
+
+    if args.output == "json":
+        print_json(runs)
+        return EXIT_OK
+    rows = []
+    for r in runs:
+        dur = "-"
+        if r["startedAt"] and r["finishedAt"]:
+            seconds = (datetime.fromisoformat(r["finishedAt"])
+                       - datetime.fromisoformat(r["startedAt"])).total_seconds()
+            dur = f"{seconds:.3f}s"
+        lateness = r["latenessSeconds"]
+        late = f"{lateness * 1000:.0f}ms" if lateness is not None else "-"
+        info = r["reason"] or r["error"] or ""
+        rows.append([str(r["id"]), fmt_time(datetime.fromisoformat(r["slot"]), zone),
+                     str(r["attempt"]), str(r["trigger"]), str(r["status"]), late, dur,
+                     "-" if r["exitCode"] is None else str(r["exitCode"]),
+                     info.splitlines()[0][:80] if info else ""])
+    print(table(["ID", "SLOT", "ATTEMPT", "TRIGGER", "STATUS", "LATENESS", "DURATION", "EXIT",
+                 "INFO"], rows))
+    return EXIT_OK
