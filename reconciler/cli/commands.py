@@ -8,7 +8,6 @@ inside each command: the CLI's start-up stays short.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -268,6 +267,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         clock = SystemClock(sign * _duration_arg("--clock-offset", text.lstrip("+-")))
         if clock.offset == timedelta(0):
             clock = None
+    import asyncio
+
     return asyncio.run(build_daemon(config, clock=clock).run())
 
 
@@ -360,6 +361,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run(coroutine: Any) -> Any:
+    import asyncio  # here: the other commands start without it
+
+    return asyncio.run(coroutine)
+
+
 def _operations(args: argparse.Namespace) -> tuple[Any, Any]:
     """The operations on the database (no daemon at hand: runs become pending rows
     that the daemon starts), and the caller: the OS user, client ``cli``."""
@@ -373,14 +380,14 @@ def _operations(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def cmd_trigger(args: argparse.Namespace) -> int:
     ops, caller = _operations(args)
-    run = asyncio.run(ops.trigger(args.name, caller))
+    run = _run(ops.trigger(args.name, caller))
     print(f"run {run.id} of {args.name} queued; the daemon starts it within a second")
     return EXIT_OK
 
 
 def cmd_suspend(args: argparse.Namespace) -> int:
     ops, caller = _operations(args)
-    task, changed = asyncio.run(ops.suspend(args.name, args.note, caller))
+    task, changed = _run(ops.suspend(args.name, args.note, caller))
     if not changed:
         print(f"{task.name} was already suspended (nothing changed)")
     else:
@@ -390,7 +397,7 @@ def cmd_suspend(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     ops, caller = _operations(args)
-    result = asyncio.run(ops.resume(args.name, args.catch_up, caller))
+    result = _run(ops.resume(args.name, args.catch_up, caller))
     if not result.changed:
         print(f"{args.name} was not suspended (nothing changed)")
         return EXIT_OK

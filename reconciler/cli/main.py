@@ -34,8 +34,15 @@ REMOTE_COMMANDS = {
 }
 
 
+def _cmd_import(args: argparse.Namespace) -> int:
+    from reconciler.importers.cli import cmd_import  # here: only when importing
+
+    return cmd_import(args)
+
+
 COMMANDS = {
     "validate": commands.cmd_validate,
+    "import": _cmd_import,
     "diff": commands.cmd_diff,
     "apply": commands.cmd_apply,
     "get": commands.cmd_get,

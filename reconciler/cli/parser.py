@@ -9,6 +9,7 @@ import argparse
 from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 
 from reconciler.cli.common import env
+from reconciler.importers.args import add_parser as add_import_parser
 
 if TYPE_CHECKING:
     Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     _run_command(sub, parents)
     _observe_commands(sub, parents)
     _operation_commands(sub, parents)
+    add_import_parser(sub)
     return parser
 
 

@@ -2,8 +2,10 @@
 
 Wired into the main parser with two calls::
 
-    from reconciler.importers.cli import add_parser, cmd_import
-    add_parser(sub, parents=[])        # and COMMANDS["import"] = cmd_import
+    from reconciler.importers.args import add_parser
+
+__all__ = ["add_parser", "cmd_import", "import_sources"]   # in the CLI's parser
+    from reconciler.importers.cli import cmd_import    # COMMANDS["import"]
 
 Without ``--out`` the manifests are printed on stdout (YAML, or with ``-o json`` one
 JSON document holding manifests and report) and the report goes to stderr; with
@@ -20,6 +22,9 @@ import sys
 from collections.abc import Sequence
 
 from reconciler.core.errors import ReconcilerError, ScheduleError
+from reconciler.importers.args import add_parser
+
+__all__ = ["add_parser", "cmd_import", "import_sources"]
 from reconciler.core.schedule import check_time_zone
 from reconciler.importers.cronjob import CronJobError, import_cronjobs
 from reconciler.importers.crontab import import_crontab
@@ -40,34 +45,6 @@ MAX_SOURCE_BYTES = 4 << 20
 
 class SourceError(ReconcilerError):
     """A source that cannot be read at all (the message names the file)."""
-
-
-def add_parser(
-    subparsers: argparse._SubParsersAction,  # type: ignore[type-arg]
-    parents: Sequence[argparse.ArgumentParser] = (),
-) -> argparse.ArgumentParser:
-    """Add the ``import`` command to ``subparsers``."""
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "import",
-        parents=list(parents),
-        help="turn crontabs, Kubernetes CronJobs or systemd timers into manifests",
-        description="Write one manifest file per source (or print them), then a semantics "
-        "report: for each task what maps exactly, approximately (and how it differs) or not.",
-    )
-    p.add_argument("source_kind", choices=["crontab", "cronjob", "systemd"], metavar="KIND",
-                   help="crontab, cronjob or systemd")
-    p.add_argument("sources", nargs="+", metavar="SOURCE",
-                   help="crontab files, CronJob YAML files or .timer files")
-    p.add_argument("--out", metavar="DIR", help="write one manifest file per source here")
-    p.add_argument("--prefix", default="", metavar="NAME-", help="prefix for every task name")
-    p.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml",
-                   help="what is printed: YAML manifests, or one JSON document")
-    p.add_argument("--time-zone", metavar="ZONE",
-                   help="the zone cron or systemd ran in (IANA name; default UTC)")
-    p.add_argument("--system", action="store_true",
-                   help="crontabs have a user field (default: /etc/crontab and cron.d files)")
-    p.add_argument("--force", action="store_true", help="overwrite files in --out")
-    return p
 
 
 def _read(path: str) -> str:
