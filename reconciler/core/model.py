@@ -28,6 +28,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    Strict,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -68,6 +69,13 @@ class CatchUpPolicy(enum.StrEnum):
     NONE = "None"
     LATEST = "Latest"
     ALL = "All"
+
+
+def _policy_schema(policy: type[enum.StrEnum], title: str) -> WithJsonSchema:
+    """A policy field is the enum itself (one declaration for the model and the core),
+    read from its string value (``Strict(False)``); the JSON schema shows it inline."""
+    return WithJsonSchema({"enum": [m.value for m in policy], "title": title,
+                           "type": "string"})
 
 
 def _duration(value: object) -> timedelta:
@@ -213,9 +221,12 @@ class TaskSpec(_Frozen):
     suspend: bool = False
     run: RunSpec
     timeout: Duration | None = None
-    concurrency_policy: Literal["Forbid", "Allow", "Replace"] = "Forbid"
+    concurrency_policy: Annotated[
+        ConcurrencyPolicy, Strict(False), _policy_schema(ConcurrencyPolicy, "Concurrencypolicy")
+    ] = ConcurrencyPolicy.FORBID
     starting_deadline: Duration | None = None
-    catch_up: Literal["None", "Latest", "All"] = "Latest"
+    catch_up: Annotated[CatchUpPolicy, Strict(False), _policy_schema(CatchUpPolicy, "Catchup")
+                        ] = CatchUpPolicy.LATEST
     max_catch_up: int = Field(default=10, ge=1, le=10_000)
     retries: Retries = Retries()
     history: History = History()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from reconciler.core.model import CatchUpPolicy, ConcurrencyPolicy, TaskManifest
+from reconciler.core.model import CatchUpPolicy, ConcurrencyPolicy, TaskManifest, TaskSpec
 from reconciler.core.runtime import RunStatus, Trigger
 from reconciler.core.schedule import Schedule
 
@@ -30,47 +30,28 @@ _EPSILON = timedelta(microseconds=1)
 
 @dataclass(frozen=True, slots=True)
 class TaskPolicy:
-    """What the scheduler needs to know about one task (derived from its manifest)."""
+    """What the scheduler needs to know about one task: its parsed schedule, generation
+    and suspension, and its spec (``spec.concurrency_policy``, ``spec.retries``, ...:
+    every field is declared once, in :class:`~reconciler.core.model.TaskSpec`)."""
 
     name: str
     generation: int
     schedule: Schedule
     suspended: bool
-    concurrency: ConcurrencyPolicy
-    starting_deadline: timedelta | None
-    catch_up: CatchUpPolicy
-    max_catch_up: int
-    retry_limit: int
-    backoff: timedelta
-    max_backoff: timedelta
-    timeout: timedelta | None
-    keep_successful: int
-    keep_failed: int
     manifest: TaskManifest = field(compare=False, repr=False)
+
+    @property
+    def spec(self) -> TaskSpec:
+        return self.manifest.spec
 
     @classmethod
     def from_document(
         cls, name: str, generation: int, document: dict[str, Any], suspended: bool
     ) -> TaskPolicy:
         m = TaskManifest.model_validate(document)
-        s = m.spec
-        return cls(
-            name=name,
-            generation=generation,
-            schedule=Schedule.parse(s.schedule, s.time_zone),
-            suspended=suspended,
-            concurrency=ConcurrencyPolicy(s.concurrency_policy),
-            starting_deadline=s.starting_deadline,
-            catch_up=CatchUpPolicy(s.catch_up),
-            max_catch_up=s.max_catch_up,
-            retry_limit=s.retries.limit,
-            backoff=s.retries.backoff,
-            max_backoff=s.retries.max_backoff,
-            timeout=s.timeout,
-            keep_successful=s.history.successful,
-            keep_failed=s.history.failed,
-            manifest=m,
-        )
+        schedule = Schedule.parse(m.spec.schedule, m.spec.time_zone)
+        return cls(name=name, generation=generation, schedule=schedule, suspended=suspended,
+                   manifest=m)
 
 
 class Verdict(enum.StrEnum):
@@ -89,7 +70,7 @@ class SlotDecision:
 
 
 def _late(policy: TaskPolicy, slot: datetime, now: datetime) -> str | None:
-    deadline = policy.starting_deadline
+    deadline = policy.spec.starting_deadline
     if deadline is not None and now - slot > deadline:
         late = (now - slot).total_seconds()
         return (
@@ -118,7 +99,7 @@ def decide_slot(policy: TaskPolicy, slot: datetime, now: datetime, active: int) 
     reason = _late(policy, slot, now)
     if reason is not None:
         return SlotDecision(slot, Verdict.MISSED, reason=reason)
-    verdict = concurrency_verdict(policy.concurrency, active)
+    verdict = concurrency_verdict(policy.spec.concurrency_policy, active)
     return SlotDecision(slot, verdict, reason=_CONCURRENCY_REASONS.get(verdict))
 
 
@@ -127,7 +108,7 @@ def decide_trigger(policy: TaskPolicy, slot: datetime, active: int,
     """What to do with a run asked for now (a manual trigger, an operator's catch-up,
     a pending row): the concurrency policy, and no ``startingDeadline`` (it was asked
     for now)."""
-    verdict = concurrency_verdict(policy.concurrency, active)
+    verdict = concurrency_verdict(policy.spec.concurrency_policy, active)
     return SlotDecision(slot, verdict, trigger, _CONCURRENCY_REASONS.get(verdict))
 
 
@@ -148,7 +129,7 @@ def recover_missed(
         return []
     # Walk backwards from now: only the newest slots matter, so a long outage costs
     # no more than a short one.
-    window = MAX_MISSED_RECORDS + policy.max_catch_up
+    window = MAX_MISSED_RECORDS + policy.spec.max_catch_up
     newest_first: list[datetime] = []
     cursor = policy.schedule.previous_before(now)
     while cursor is not None and cursor > last_slot and len(newest_first) < window:
@@ -159,18 +140,18 @@ def recover_missed(
     if not recent:
         return []
     runnable = [s for s in recent if _late(policy, s, now) is None]
-    if policy.catch_up is CatchUpPolicy.NONE:
+    if policy.spec.catch_up is CatchUpPolicy.NONE:
         run: list[datetime] = []
-    elif policy.catch_up is CatchUpPolicy.LATEST:
+    elif policy.spec.catch_up is CatchUpPolicy.LATEST:
         run = runnable[-1:]
     else:
-        run = runnable[-policy.max_catch_up :]
+        run = runnable[-policy.spec.max_catch_up :]
     chosen = set(run)
     why = {
         CatchUpPolicy.NONE: "catchUp is None",
         CatchUpPolicy.LATEST: "catchUp is Latest: only the most recent slot runs",
-        CatchUpPolicy.ALL: f"more than maxCatchUp {policy.max_catch_up} slots missed",
-    }[policy.catch_up]
+        CatchUpPolicy.ALL: f"more than maxCatchUp {policy.spec.max_catch_up} slots missed",
+    }[policy.spec.catch_up]
     missed: list[SlotDecision] = []
     for slot in recent:
         if slot in chosen:
@@ -211,9 +192,10 @@ def decide_retry(policy: TaskPolicy, status: RunStatus, attempt: int,
     ``retries.limit`` more attempts of the same slot after a failed, timed-out or
     abandoned one, ``backoff * 2^(n-1)`` apart, capped at ``maxBackoff``.
     """
-    if status not in RETRYABLE or attempt > policy.retry_limit:
+    retries = policy.spec.retries
+    if status not in RETRYABLE or attempt > retries.limit:
         return None
-    return ended + retry_delay(attempt, policy.backoff, policy.max_backoff)
+    return ended + retry_delay(attempt, retries.backoff, retries.max_backoff)
 
 
 def decide_backlog(policy: TaskPolicy, slot: datetime, now: datetime) -> list[SlotDecision]:
@@ -226,7 +208,7 @@ def decide_backlog(policy: TaskPolicy, slot: datetime, now: datetime) -> list[Sl
     if following is None or following > now:
         return []
     decisions = recover_missed(policy, slot - _EPSILON, now, cause="behind schedule")
-    if decisions and policy.catch_up is CatchUpPolicy.NONE:
+    if decisions and policy.spec.catch_up is CatchUpPolicy.NONE:
         decisions[-1] = SlotDecision(decisions[-1].slot, Verdict.RUN)
     return decisions
 
@@ -234,7 +216,7 @@ def decide_backlog(policy: TaskPolicy, slot: datetime, now: datetime) -> list[Sl
 def cancel_on_claim_lost(policy: TaskPolicy) -> bool:
     """A run's lock is gone (ZooKeeper session lost): stop it? Forbid and Replace yes
     (a peer may take the task now: overlapping runs would break the policy); Allow no."""
-    return policy.concurrency is not ConcurrencyPolicy.ALLOW
+    return policy.spec.concurrency_policy is not ConcurrencyPolicy.ALLOW
 
 
 def admit_backlog(policy: TaskPolicy, decisions: list[SlotDecision], now: datetime,
@@ -246,7 +228,7 @@ def admit_backlog(policy: TaskPolicy, decisions: list[SlotDecision], now: dateti
     out = []
     for d in decisions:
         if d.verdict is Verdict.RUN:
-            if policy.concurrency is ConcurrencyPolicy.REPLACE and d.slot != runs[-1]:
+            if policy.spec.concurrency_policy is ConcurrencyPolicy.REPLACE and d.slot != runs[-1]:
                 # each run would replace the one before it at once: only the newest
                 d = SlotDecision(d.slot, Verdict.MISSED, d.trigger,
                                  f"{cause}: replaced by the run of slot "

@@ -19,7 +19,7 @@ class SchedulerHost:
 
     def policy(self, task: str) -> ConcurrencyPolicy | None:
         state = self.scheduler.tasks.get(task)
-        return None if state is None else state.policy.concurrency
+        return None if state is None else state.policy.spec.concurrency_policy
 
     def busy(self, task: str) -> int:
         state = self.scheduler.tasks.get(task)

@@ -370,8 +370,8 @@ class Scheduler:
             # of dropping them.
             decision = state.reserve(decide_slot(policy, entry.slot, now, state.busy))
             return state, decision, 1, decision.trigger
-        decision = state.reserve(
-            decide_slot(_no_deadline(policy), entry.slot, now, state.busy))
+        # a retry was decided when its attempt ended: no startingDeadline, the policy
+        decision = state.reserve(decide_trigger(policy, entry.slot, state.busy, Trigger.RETRY))
         return state, decision, entry.attempt, Trigger.RETRY
 
     async def _carry_out_many(
@@ -534,7 +534,7 @@ class Scheduler:
                 request = ExecutionRequest(
                     task=policy.name, run_id=record.id, slot=record.slot,
                     attempt=record.attempt, run=policy.manifest.spec.run,
-                    timeout=policy.timeout, output_limit=self.config.output_limit,
+                    timeout=policy.spec.timeout, output_limit=self.config.output_limit,
                     kill_grace=self.config.kill_grace,
                     extra_env={
                         "RECONCILER_TASK": policy.name,
@@ -601,7 +601,7 @@ class Scheduler:
             with contextlib.suppress(ReconcilerError):
                 await self.worker.call(
                     self.store.prune_runs, policy.name,
-                    successful=policy.keep_successful, failed=policy.keep_failed,
+                    successful=policy.spec.history.successful, failed=policy.spec.history.failed,
                 )
         if self._on_run_finished is not None:
             self._on_run_finished(record)
@@ -688,6 +688,3 @@ class Scheduler:
                     a.cancel.set()
         await self.drain()
 
-
-def _no_deadline(policy: TaskPolicy) -> TaskPolicy:
-    return replace(policy, starting_deadline=None)

@@ -202,7 +202,7 @@ class TaskOperations:
         except ValueError as exc:
             raise OperationRefused(f"task {row.name!r} cannot run: its stored spec is not "
                                    f"usable: {exc}") from None
-        return ConcurrencyPolicy(manifest.spec.concurrency_policy)
+        return manifest.spec.concurrency_policy
 
     async def _busy(self, name: str) -> int:
         if self.host is not None:
