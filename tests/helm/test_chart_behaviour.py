@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chartlib import CHART, CI_VALUES, NAMESPACE, RELEASE, Helm, Rendered, load_yaml
+from chartlib import CHART, CI_VALUES, NAMESPACE, RELEASE, Helm, Rendered, flag, load_yaml
 
 from reconciler.core.durations import parse_duration
 from reconciler.manifests import load_paths
@@ -45,28 +45,7 @@ def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in container.get("env", [])}
 
 
-def flag(args: list[str], name: str) -> str | None:
-    """The value of ``name`` in an argv using ``--flag value`` or ``--flag=value``."""
-    for i, arg in enumerate(args):
-        if arg == name and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
 # ------------------------------------------------------------------ invalid values
-
-
-def test_default_replica_count_is_two_and_defaults_explain_what_is_missing(helm: Helm) -> None:
-    assert load_yaml(CHART / "values.yaml")["replicaCount"] == 2
-    # The schema refuses the defaults (2 replicas need a shared database and ZooKeeper)...
-    err = helm.template_error()
-    assert "/database/type" in err and "/zookeeper/hosts" in err, err
-    # ...and so does the template, in words.
-    err = helm.template_error(extra=SKIP_SCHEMA)
-    assert "replicaCount=2 needs a shared database" in err
-    assert "or set replicaCount=1" in err
 
 
 def test_three_replicas_with_sqlite_fail_in_schema_and_template(helm: Helm) -> None:
@@ -112,6 +91,8 @@ def test_one_replica_needs_no_zookeeper_and_may_use_sqlite(helm: Helm) -> None:
          "/manifests/existingConfigMap/name", "needs manifests.existingConfigMap.name"),
         ({"replicaCount": 1, "manifests.source": "existingClaim"},
          "/manifests/existingClaim/name", "needs manifests.existingClaim.name"),
+        ({"manifests.source": "configMap", "manifests.gitSync.repo": "https://x/y"},
+         "/manifests/gitSync/repo", "manifests.gitSync.repo is set but manifests.source is"),
         ({"replicaCount": 1, "manifests.source": "nfs"}, "/manifests/source",
          "manifests.source must be one of"),
         ({"replicaCount": 1, "ingress.enabled": True}, "/ingress/hosts",

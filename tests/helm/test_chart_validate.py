@@ -37,18 +37,28 @@ def test_supported_versions_are_shipped_by_kubernetes_validate() -> None:
     assert NEWEST != OLDEST
 
 
-@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.stem)
-def test_helm_lint_strict(helm: Helm, values: Path) -> None:
-    proc = helm.run("lint", "--strict", str(CHART), "-f", str(values))
+# The chart's defaults (no values file at all), then every CI values file.
+DEFAULTS_AND_CI = [None, *CI_VALUES]
+
+
+def values_id(values: Path | None) -> str:
+    return "defaults" if values is None else values.stem
+
+
+@pytest.mark.parametrize("values", DEFAULTS_AND_CI, ids=values_id)
+def test_helm_lint_strict(helm: Helm, values: Path | None) -> None:
+    files = [] if values is None else ["-f", str(values)]
+    proc = helm.run("lint", "--strict", str(CHART), *files)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0 chart(s) failed" in proc.stdout
     assert "[WARNING]" not in proc.stdout and "[ERROR]" not in proc.stdout, proc.stdout
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.stem)
-def test_rendered_objects_validate_strictly(helm: Helm, values: Path, version: str) -> None:
-    rendered = helm.template(values)
+@pytest.mark.parametrize("values", DEFAULTS_AND_CI, ids=values_id)
+def test_rendered_objects_validate_strictly(helm: Helm, values: Path | None, version: str
+                                            ) -> None:
+    rendered = helm.template() if values is None else helm.template(values)
     assert rendered.docs
     failures = validation_failures(rendered.docs, version)
     assert not failures, "\n".join(failures)

@@ -68,9 +68,21 @@ app.kubernetes.io/component: scheduler
 {{- define "reconciler.stateDir" -}}/var/lib/reconciler{{- end }}
 {{- define "reconciler.apiTokenDir" -}}/etc/reconciler/api-token{{- end }}
 
+{{/* The manifests source in effect: manifests.source, or when it is empty gitSync if
+     manifests.gitSync.repo is set and configMap (the example tasks) otherwise. */}}
+{{- define "reconciler.manifestsSource" -}}
+{{- if .Values.manifests.source }}
+{{- .Values.manifests.source }}
+{{- else if .Values.manifests.gitSync.repo }}
+{{- "gitSync" }}
+{{- else }}
+{{- "configMap" }}
+{{- end }}
+{{- end }}
+
 {{/* The directory given to --manifests. */}}
 {{- define "reconciler.manifestsDir" -}}
-{{- if eq .Values.manifests.source "gitSync" }}
+{{- if eq (include "reconciler.manifestsSource" .) "gitSync" }}
 {{- $g := .Values.manifests.gitSync }}
 {{- $base := printf "%s/%s" (trimSuffix "/" $g.root) $g.link }}
 {{- if $g.subPath }}
@@ -84,7 +96,7 @@ app.kubernetes.io/component: scheduler
 {{- end }}
 
 {{- define "reconciler.manifestsConfigMapName" -}}
-{{- if eq .Values.manifests.source "existingConfigMap" }}
+{{- if eq (include "reconciler.manifestsSource" .) "existingConfigMap" }}
 {{- .Values.manifests.existingConfigMap.name }}
 {{- else }}
 {{- printf "%s-manifests" (include "reconciler.fullname" .) }}
@@ -154,19 +166,23 @@ app.kubernetes.io/component: scheduler
 {{- fail "database.url / database.existingSecret are set but database.type is sqlite: set database.type=external to use them." }}
 {{- end }}
 {{- $sources := list "configMap" "gitSync" "existingConfigMap" "existingClaim" }}
-{{- if not (has $v.manifests.source $sources) }}
-{{- fail (printf "manifests.source must be one of %s (got %q)." (join ", " $sources) $v.manifests.source) }}
+{{- $source := include "reconciler.manifestsSource" . }}
+{{- if not (has $source $sources) }}
+{{- fail (printf "manifests.source must be one of %s, or empty (got %q)." (join ", " $sources) $source) }}
 {{- end }}
-{{- if and (eq $v.manifests.source "gitSync") (not $v.manifests.gitSync.repo) }}
+{{- if and $v.manifests.gitSync.repo (ne $source "gitSync") }}
+{{- fail (printf "manifests.gitSync.repo is set but manifests.source is %s: leave manifests.source empty (or set it to gitSync) to use the repository, or unset manifests.gitSync.repo." $source) }}
+{{- end }}
+{{- if and (eq $source "gitSync") (not $v.manifests.gitSync.repo) }}
 {{- fail "manifests.source=gitSync needs manifests.gitSync.repo (the repository with your task manifests)." }}
 {{- end }}
-{{- if and (eq $v.manifests.source "gitSync") (ne $v.manifests.gitSync.auth.type "none") (not $v.manifests.gitSync.auth.existingSecret) }}
+{{- if and (eq $source "gitSync") (ne $v.manifests.gitSync.auth.type "none") (not $v.manifests.gitSync.auth.existingSecret) }}
 {{- fail (printf "manifests.gitSync.auth.type=%s needs manifests.gitSync.auth.existingSecret (a Secret with the credentials)." $v.manifests.gitSync.auth.type) }}
 {{- end }}
-{{- if and (eq $v.manifests.source "existingConfigMap") (not $v.manifests.existingConfigMap.name) }}
+{{- if and (eq $source "existingConfigMap") (not $v.manifests.existingConfigMap.name) }}
 {{- fail "manifests.source=existingConfigMap needs manifests.existingConfigMap.name." }}
 {{- end }}
-{{- if and (eq $v.manifests.source "existingClaim") (not $v.manifests.existingClaim.name) }}
+{{- if and (eq $source "existingClaim") (not $v.manifests.existingClaim.name) }}
 {{- fail "manifests.source=existingClaim needs manifests.existingClaim.name." }}
 {{- end }}
 {{- if and $v.apiToken.enabled (not $v.apiToken.existingSecret) (not (regexMatch "^[A-Za-z0-9_.@-]+$" $v.apiToken.name)) }}
