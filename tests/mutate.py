@@ -98,7 +98,7 @@ def report(globs: list[str]) -> str:
     lines.append("")
     lines.append(f"{len(survivors)} surviving mutant(s):")
     for module, name in survivors:
-        diff = get_diff_for_mutant(name, path=MUTANTS / module)
+        diff = get_diff_for_mutant(name, path=module)
         changed = [d for d in diff.splitlines()[2:] if d[:1] in "+-"]
         lines.append(f"\n{name}")
         lines.extend(f"    {d}" for d in changed)

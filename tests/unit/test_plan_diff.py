@@ -1,0 +1,90 @@
+"""What ``diff`` shows of an update, and the freezing rules at their edges.
+
+tests/unit/test_plan.py has one test per safety rule; these pin the details that a
+person reads in ``reconciler diff`` (field paths, old and new values, added and removed
+keys, defaults shown as their effective value, a stored row the model no longer
+accepts) and the rules' edge cases (a file under a nested failed directory, a drifted
+task that git deletes).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from test_plan import actions, doc, have, want
+
+from reconciler.core.model import DesiredState, ManifestError, TaskDef
+from reconciler.core.plan import UNSET, Action, plan
+from reconciler.core.runtime import ActualTask, SuspendOverride
+
+
+def fields(p: Any) -> list[tuple[str, Any, Any]]:
+    (upd,) = p.updates
+    return [(f.path, f.old, f.new) for f in upd.changes]
+
+
+def labelled(name: str, labels: dict[str, str], **spec: Any) -> dict[str, Any]:
+    d = doc(name, **spec)
+    d["metadata"]["labels"] = labels
+    return d
+
+
+def test_added_and_removed_keys_are_shown_with_unset_on_the_missing_side() -> None:
+    old = labelled("t", {"team": "ops", "tier": "1"})
+    new = labelled("t", {"tier": "2", "zone": "eu"})
+    stored = TaskDef.from_document(old, "a.yaml")
+    actual = ActualTask("t", stored.document, stored.hash, 1, "a.yaml")
+    p = plan(DesiredState(tasks=(TaskDef.from_document(new, "a.yaml"),)), [actual])
+    assert fields(p) == [
+        ("metadata.labels.team", "ops", UNSET),
+        ("metadata.labels.tier", "1", "2"),
+        ("metadata.labels.zone", UNSET, "eu"),
+    ]
+
+
+def test_a_default_is_shown_as_its_effective_value() -> None:
+    # The stored row has no `suspend`; its effective value is false, not "absent".
+    assert fields(plan(DesiredState(tasks=(want("t", suspend=True),)), [have("t")])) == [
+        ("spec.suspend", False, True)
+    ]
+
+
+def test_a_value_that_becomes_a_mapping_is_one_change() -> None:
+    http = {"url": "https://example.com/hook"}
+    p = plan(DesiredState(tasks=(want("t", run={"http": http}),)), [have("t")])
+    changes = fields(p)
+    assert ("spec.run.command", ["true"], None) in changes
+    (target,) = [c for c in changes if c[0] == "spec.run.http"]
+    assert target[1] is None and target[2]["url"] == http["url"]
+
+
+def test_a_stored_row_the_model_no_longer_accepts_is_diffed_as_stored() -> None:
+    legacy = doc("t")
+    legacy["spec"]["legacyField"] = 1  # unknown to the model: validation fails
+    actual = ActualTask("t", legacy, "old-hash", 1, "a.yaml")
+    changes = fields(plan(DesiredState(tasks=(want("t"),)), [actual]))
+    assert ("spec.legacyField", 1, UNSET) in changes
+    # Stored as is: no defaults were filled in on the old side.
+    assert ("spec.suspend", UNSET, False) in changes
+
+
+def test_tasks_under_a_nested_failed_directory_are_kept() -> None:
+    desired = DesiredState(
+        tasks=(),
+        errors=(ManifestError("team/sub", "cannot list directory: permission denied"),),
+        failed_files=frozenset({"team/sub"}),
+    )
+    p = plan(desired, [have("a", "team/sub/deep/a.yaml"), have("b", "team/other.yaml")])
+    assert actions(p) == {"a": Action.KEEP, "b": Action.DELETE}
+
+
+def test_a_drifted_task_that_git_deletes_is_deleted_and_its_drift_reported() -> None:
+    at = datetime(2026, 1, 2, tzinfo=UTC)
+    base = have("gone")
+    actual = ActualTask(base.name, base.document, base.hash, 1, "a.yaml",
+                        override=SuspendOverride(True, None, "alice", at))
+    p = plan(DesiredState(tasks=(want("kept"),)), [actual])
+    assert actions(p) == {"gone": Action.DELETE, "kept": Action.CREATE}
+    (d,) = p.drift
+    assert d.name == "gone" and d.message == "suspended at run time by alice"
