@@ -1,10 +1,9 @@
-"""What ``diff`` shows of an update, and the freezing rules at their edges.
+"""What ``diff`` shows of an update, and the drift of a task that git deletes.
 
 tests/unit/test_plan.py has one test per safety rule; these pin the details that a
 person reads in ``reconciler diff`` (field paths, old and new values, added and removed
 keys, defaults shown as their effective value, a stored row the model no longer
-accepts) and the rules' edge cases (a file under a nested failed directory, a drifted
-task that git deletes).
+accepts) and the drift of a task that git deletes.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from typing import Any
 
 from test_plan import actions, doc, have, want
 
-from reconciler.core.model import DesiredState, ManifestError, TaskDef
+from reconciler.core.model import DesiredState, TaskDef
 from reconciler.core.plan import UNSET, Action, plan
 from reconciler.core.runtime import ActualTask, SuspendOverride
 
@@ -67,16 +66,6 @@ def test_a_stored_row_the_model_no_longer_accepts_is_diffed_as_stored() -> None:
     assert ("spec.legacyField", 1, UNSET) in changes
     # Stored as is: no defaults were filled in on the old side.
     assert ("spec.suspend", UNSET, False) in changes
-
-
-def test_tasks_under_a_nested_failed_directory_are_kept() -> None:
-    desired = DesiredState(
-        tasks=(),
-        errors=(ManifestError("team/sub", "cannot list directory: permission denied"),),
-        failed_files=frozenset({"team/sub"}),
-    )
-    p = plan(desired, [have("a", "team/sub/deep/a.yaml"), have("b", "team/other.yaml")])
-    assert actions(p) == {"a": Action.KEEP, "b": Action.DELETE}
 
 
 def test_a_drifted_task_that_git_deletes_is_deleted_and_its_drift_reported() -> None:
