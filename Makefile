@@ -55,8 +55,7 @@ bench: $(STAMP)
 ## file.py::Class.method; MUTATE_PATHS=reconciler/core runs the whole core (tests/README.md).
 MUTMUT_VERSION := 3.8.1
 MUTATE_WORKERS ?= 2
-MUTATE_PATHS ?= reconciler/core/plan.py reconciler/core/scheduling.py \
-	reconciler/core/schedule.py reconciler/core/durations.py \
+MUTATE_PATHS ?= reconciler/core/plan.py reconciler/core/scheduling.py reconciler/core/durations.py \
 	reconciler/service/reconcile.py reconciler/store/sql.py::SQLStore.apply_plan
 mutate: $(STAMP)
 	@$(BIN)/pip show mutmut 2>/dev/null | grep -qx 'Version: $(MUTMUT_VERSION)' \

@@ -27,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 MUTANTS = Path("mutants")
-COLUMNS = ("killed", "survived", "timeout", "no tests", "other")
+COLUMNS = ("killed", "survived", "timeout", "no tests", "not checked", "other")
 
 
 def only_mutate() -> list[str]:
@@ -81,7 +81,7 @@ def report(globs: list[str]) -> str:
     from mutmut.stats import status_by_exit_code
 
     by_module = results(globs)
-    lines = [f"{'module':<40} {'mutants':>7} " + " ".join(f"{c:>8}" for c in COLUMNS)]
+    lines = [f"{'module':<40} {'mutants':>7} " + " ".join(f"{c:>11}" for c in COLUMNS)]
     total: Counter[str] = Counter()
     survivors: list[tuple[str, str]] = []
     for module, codes in by_module.items():
