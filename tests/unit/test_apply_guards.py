@@ -8,19 +8,20 @@ must write nothing at all: no task row, no ``applies`` audit row.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from reconciler.core.clock import FakeClock
-from reconciler.core.errors import PlanRefusedError
+from reconciler.core.errors import PlanRefusedError, StoreError
 from reconciler.core.model import DesiredState, ManifestError, TaskDef
 from reconciler.core.plan import Plan, SafetyOptions, plan
 from reconciler.core.runtime import ActualTask, GitRevision, SuspendOverride
-from reconciler.service.reconcile import apply, reconcile
+from reconciler.service.reconcile import apply, make_plan, reconcile
 from reconciler.store import SQLStore
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -174,3 +175,50 @@ def test_the_audit_row_counts_and_names_every_action(store: SQLStore) -> None:
     }
     (row,) = [t for t in store.load_tasks() if t.name == "upd"]
     assert isinstance(row, ActualTask) and row.generation == 2
+
+
+def git_repo(directory: Path) -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(directory), *args], check=True,
+                              capture_output=True, text=True).stdout.strip()
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "tasks")
+    return git("rev-parse", "HEAD")
+
+
+def test_the_git_revision_reaches_the_rows_and_the_audit_row(
+    store: SQLStore, tmp_path: Path
+) -> None:
+    manifests = tmp_path / "manifests"
+    manifest(manifests, "a")
+    sha = git_repo(manifests)
+    result = reconcile(manifests, store, actor="t", clock=FakeClock(T0))
+    assert result.revision == GitRevision(sha, dirty=False)
+    assert [t.name for t in result.desired.tasks] == ["a"]
+    assert result.applied is not None and result.applied.revision == sha
+    assert [t.source_revision for t in store.load_tasks()] == [sha]
+    manifest(manifests, "a", "b")  # b is not committed: the tree is dirty
+    again = reconcile(manifests, store, actor="t", clock=FakeClock(T0))
+    assert again.revision == GitRevision(sha, dirty=True)
+    assert again.applied is not None and again.applied.dirty
+
+
+def test_a_stale_plan_is_refused_by_name(store: SQLStore, tmp_path: Path) -> None:
+    manifests = tmp_path / "manifests"
+    manifest(manifests, "a")
+    reconcile(manifests, store, actor="t", clock=FakeClock(T0))
+    # The caller's snapshot (`actual`) is empty: the plan creates `a`, which exists.
+    _, stale = make_plan(manifests, store, actual=[])
+    assert [c.name for c in stale.creates] == ["a"]
+    with pytest.raises(StoreError, match=r"^task a changed since the plan was made; plan again$"):
+        reconcile(manifests, store, actor="t", clock=FakeClock(T0), actual=[])
+
+
+def test_the_audit_row_is_stamped_in_utc_and_clean_without_a_revision(store: SQLStore) -> None:
+    plus2 = timezone(timedelta(hours=2))
+    p = plan(DesiredState(tasks=(task("a"),)), [])
+    record = store.apply_plan(p, actor="t", revision=None,
+                              now=datetime(2026, 3, 1, 14, 0, tzinfo=plus2))
+    assert record.applied_at == T0 and record.applied_at.tzinfo is UTC
+    assert record.revision is None and record.dirty is False

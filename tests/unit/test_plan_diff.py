@@ -1,9 +1,9 @@
-"""What ``diff`` shows of an update, and the drift of a task that git deletes.
+"""What ``diff`` shows: field changes, the exact reasons, and drift.
 
 tests/unit/test_plan.py has one test per safety rule; these pin the details that a
 person reads in ``reconciler diff`` (field paths, old and new values, added and removed
 keys, defaults shown as their effective value, a stored row the model no longer
-accepts) and the drift of a task that git deletes.
+accepts), the exact reasons a refusal or a kept task gives, and drift.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from test_plan import actions, doc, have, want
 
 from reconciler.core.model import DesiredState, TaskDef
-from reconciler.core.plan import UNSET, Action, plan
+from reconciler.core.plan import UNSET, Action, SafetyOptions, TaskChange, plan
 from reconciler.core.runtime import ActualTask, SuspendOverride
 
 
@@ -77,3 +77,58 @@ def test_a_drifted_task_that_git_deletes_is_deleted_and_its_drift_reported() -> 
     assert actions(p) == {"gone": Action.DELETE, "kept": Action.CREATE}
     (d,) = p.drift
     assert d.name == "gone" and d.message == "suspended at run time by alice"
+
+
+def test_the_reasons_a_person_reads_are_exact() -> None:
+    missing = plan(DesiredState(tasks=(), directory_missing=True), [have("a")],
+                   SafetyOptions(strict=True))
+    assert missing.refusals == (
+        "manifests directory is missing; refusing to delete every task (use --allow-empty)",
+        "0 manifest error(s) and --strict is set; nothing is applied",
+    )
+    empty = plan(DesiredState(tasks=()), [have("a")])
+    assert empty.kept[0].reason == (
+        "manifests directory has no tasks; refusing to delete every task (use --allow-empty)"
+    )
+    many = plan(DesiredState(tasks=(want("x"),)), [have(f"t{i}") for i in range(11)])
+    assert many.refusals == (
+        "plan deletes 11 tasks, more than --max-delete 10; use --force to apply it",
+    )
+    dup = DesiredState(tasks=(want("d"), want("d", "b.yaml")), frozen_names=frozenset({"d"}))
+    assert plan(dup, [have("d")]).kept[0].reason == (
+        "name declared more than once; fix the duplicate to apply changes"
+    )
+
+
+def test_a_task_moving_into_a_failing_file_is_kept() -> None:
+    desired = DesiredState(tasks=(want("t", "b.yaml"),), failed_files=frozenset({"b.yaml"}))
+    row = have("t", "a.yaml")
+    (kept,) = plan(desired, [row]).changes
+    assert kept == TaskChange("t", Action.KEEP, desired.tasks[0], row,
+                              reason="source file b.yaml has errors")
+
+
+def test_kept_and_unchanged_changes_carry_both_sides() -> None:
+    a, b = want("a"), want("b")
+    rows = [have("a"), have("b"), have("c")]
+    desired = DesiredState(tasks=(a, b), frozen_names=frozenset({"a"}))
+    assert plan(desired, rows, SafetyOptions(allow_empty=True)).changes == (
+        TaskChange("a", Action.KEEP, None, rows[0],
+                   reason="name declared more than once; fix the duplicate to apply changes"),
+        TaskChange("b", Action.UNCHANGED, b, rows[1]),
+        TaskChange("c", Action.DELETE, actual=rows[2]),
+    )
+    failed = DesiredState(tasks=(), failed_files=frozenset({"x.yaml"}))
+    empty = plan(DesiredState(tasks=()), rows[:1])
+    assert empty.changes[0].actual == rows[0]
+    kept = plan(failed, [have("k", "x.yaml")]).changes[0]
+    assert kept.desired is None and kept.actual is not None
+
+
+def test_an_override_that_resumes_against_git_is_drift() -> None:
+    at = datetime(2026, 1, 2, tzinfo=UTC)
+    base = have("t", suspend=True)
+    actual = ActualTask(base.name, base.document, base.hash, 1, "a.yaml",
+                        override=SuspendOverride(False, None, None, at))
+    (d,) = plan(DesiredState(tasks=(want("t", suspend=True),)), [actual]).drift
+    assert d.message == "resumed at run time" and d.override is actual.override

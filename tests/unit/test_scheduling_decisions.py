@@ -22,6 +22,7 @@ from reconciler.core.scheduling import (
     TaskPolicy,
     Timeline,
     Verdict,
+    decide_slot,
     decide_trigger,
     recover_missed,
     retry_delay,
@@ -136,3 +137,28 @@ def test_removing_a_task_cancels_its_slot_and_its_retries_only() -> None:
         ("b", EntryKind.RETRY, 2), ("b", EntryKind.RETRY, 3), ("b", EntryKind.SLOT, 1),
     ]
     assert len(tl) == 0 and tl.next_at() is None
+
+
+def test_a_slot_exactly_at_its_starting_deadline_still_runs() -> None:
+    p = policy(startingDeadline="10s", concurrencyPolicy="Replace")
+    assert decide_slot(p, T0, T0 + timedelta(seconds=10), 0).verdict is Verdict.RUN
+    late = decide_slot(p, T0, T0 + timedelta(seconds=10, milliseconds=1), 0)
+    assert late.verdict is Verdict.MISSED
+    assert late.reason == "started too late: 10.001s after the slot, past startingDeadline 10s"
+    assert decide_slot(p, T0, T0, 1) == SlotDecision(
+        T0, Verdict.REPLACE, reason="replaces the previous run"
+    )
+
+
+def test_a_policy_carries_the_manifest_values() -> None:
+    p = TaskPolicy.from_document("t", 7, policy(timeout="5m").manifest.model_dump(
+        mode="json", by_alias=True), suspended=True)
+    assert (p.name, p.generation, p.suspended, p.timeout) == ("t", 7, True, timedelta(minutes=5))
+
+
+def test_entries_due_at_the_same_instant_come_out_in_the_order_they_were_added() -> None:
+    tl = Timeline()
+    tl.add_retry("r", T0, T0 - MINUTE, 2, 1)
+    tl.set_slot("s", T0, 1)
+    tl.add_retry("q", T0, T0 - MINUTE, 2, 1)
+    assert [e.name for e in tl.pop_due(T0)] == ["r", "s", "q"]
