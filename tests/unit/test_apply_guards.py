@@ -181,7 +181,8 @@ def git_repo(directory: Path) -> str:
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(directory), *args], check=True,
                               capture_output=True, text=True).stdout.strip()
-    git("init", "-q")
+    if not (directory / ".git").exists():
+        git("init", "-q")
     git("add", ".")
     git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "tasks")
     return git("rev-parse", "HEAD")
@@ -202,6 +203,11 @@ def test_the_git_revision_reaches_the_rows_and_the_audit_row(
     again = reconcile(manifests, store, actor="t", clock=FakeClock(T0))
     assert again.revision == GitRevision(sha, dirty=True)
     assert again.applied is not None and again.applied.dirty
+    # An update records the revision it came from too.
+    (manifests / "a.yaml").write_text((manifests / "a.yaml").read_text().replace("*/5", "*/7"))
+    sha2 = git_repo(manifests)
+    reconcile(manifests, store, actor="t", clock=FakeClock(T0))
+    assert {t.name: t.source_revision for t in store.load_tasks()} == {"a": sha2, "b": sha}
 
 
 def test_a_stale_plan_is_refused_by_name(store: SQLStore, tmp_path: Path) -> None:
