@@ -3,11 +3,13 @@
 Pinned after a mutation run found them unpinned: the exact messages and boundaries of
 ``parse_duration`` (negative, the 366-day maximum, sub-millisecond manifest values),
 ``format_duration`` of zero, and ``FakeClock`` (moves only forward with ``advance``,
-keeps its monotonic reading in step, refuses naive instants and always reads in UTC).
+keeps its monotonic reading in step, refuses naive instants and always reads in UTC),
+and the input format of the stored spec hash.
 """
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -20,7 +22,7 @@ from reconciler.core.durations import (
     format_duration,
     parse_duration,
 )
-from reconciler.core.model import TaskManifest
+from reconciler.core.model import TaskManifest, spec_hash
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -85,3 +87,10 @@ def test_the_fake_clock_reads_in_utc_and_refuses_naive_instants() -> None:
     assert clock.now() == datetime(2026, 3, 1, 13, 0, tzinfo=UTC)
     with pytest.raises(ValueError, match=r"^FakeClock needs timezone-aware instants$"):
         clock.set(datetime(2026, 3, 1))
+
+
+def test_the_spec_hash_is_of_compact_sorted_utf8_json() -> None:
+    # The hash is stored with every task: a change of its input format would make
+    # every stored task look changed after an upgrade.
+    expected = hashlib.sha256('{"a":1,"b":"é"}'.encode()).hexdigest()
+    assert spec_hash({"b": "é", "a": 1}) == spec_hash({"a": 1, "b": "é"}) == expected
