@@ -58,6 +58,18 @@ chart: $(DEV_STAMP)
 bench: $(DEV_STAMP)
 	$(BIN)/python tests/bench/reconcile.py
 
+## Mutation testing (not in CI): mutmut over the pure core and the apply guards, with the
+## fast unit tests; prints the survivors. MUTATE_PATHS picks files, directories or
+## file.py::Class.method; MUTATE_PATHS=reconciler/core runs the whole core (tests/README.md).
+MUTMUT_VERSION := 3.8.1
+MUTATE_WORKERS ?= 2
+MUTATE_PATHS ?= reconciler/core/plan.py reconciler/core/scheduling.py reconciler/core/durations.py \
+	reconciler/service/reconcile.py reconciler/store/sql_tasks.py::SQLTasks.apply_plan
+mutate: $(DEV_STAMP)
+	@$(BIN)/pip show mutmut 2>/dev/null | grep -qx 'Version: $(MUTMUT_VERSION)' \
+		|| $(BIN)/pip install --quiet 'mutmut==$(MUTMUT_VERSION)'
+	$(BIN)/python -m tests.mutate --workers $(MUTATE_WORKERS) $(MUTATE_PATHS)
+
 clean:
 	rm -rf $(VENV) .reconciler .mypy_cache .pytest_cache .ruff_cache
 

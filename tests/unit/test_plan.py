@@ -178,11 +178,16 @@ def test_plan_document_matches_counts() -> None:
     assert UNSET is None
 
 
-def test_tasks_under_a_failed_directory_are_kept() -> None:
+@pytest.mark.parametrize(
+    ("failed", "inside", "outside"),
+    [("team", "team/a.yaml", "teamwork.yaml"),
+     ("team/sub", "team/sub/deep/a.yaml", "team/other.yaml")],
+)
+def test_tasks_under_a_failed_directory_are_kept(failed: str, inside: str, outside: str) -> None:
     desired = DesiredState(
         tasks=(),
-        errors=(ManifestError("team", "cannot list directory: permission denied"),),
-        failed_files=frozenset({"team"}),
+        errors=(ManifestError(failed, "cannot list directory: permission denied"),),
+        failed_files=frozenset({failed}),
     )
-    p = plan(desired, [have("a", "team/a.yaml"), have("b", "teamwork.yaml")])
+    p = plan(desired, [have("a", inside), have("b", outside)])
     assert actions(p) == {"a": Action.KEEP, "b": Action.DELETE}
