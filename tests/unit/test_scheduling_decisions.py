@@ -153,7 +153,8 @@ def test_a_slot_exactly_at_its_starting_deadline_still_runs() -> None:
 def test_a_policy_carries_the_manifest_values() -> None:
     p = TaskPolicy.from_document("t", 7, policy(timeout="5m").manifest.model_dump(
         mode="json", by_alias=True), suspended=True)
-    assert (p.name, p.generation, p.suspended, p.timeout) == ("t", 7, True, timedelta(minutes=5))
+    assert (p.name, p.generation, p.suspended, p.spec.timeout) == (
+        "t", 7, True, timedelta(minutes=5))
 
 
 def test_entries_due_at_the_same_instant_come_out_in_the_order_they_were_added() -> None:
