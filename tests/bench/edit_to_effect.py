@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from reconcile import generate
 
-from reconciler.daemon import Daemon, DaemonConfig
+from reconciler.daemon import DaemonConfig, build_daemon
 
 
 def pct(values: list[float], q: float) -> float:
@@ -45,7 +45,7 @@ async def bench(root: Path, tasks: int, edits: int) -> dict[str, object]:
     manifests = root / "manifests"
     generate(manifests, tasks)
     config = DaemonConfig(manifests=str(manifests), database=f"sqlite:///{root / 'state.db'}")
-    daemon = Daemon(config)
+    daemon = build_daemon(config)
     t0 = time.perf_counter()
     await daemon.start()
     startup = time.perf_counter() - t0
