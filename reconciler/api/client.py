@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import httpx
 
+from reconciler.api.views import RunDoc
 from reconciler.core.errors import ReconcilerError
 
 API = "/api/v1"
@@ -99,12 +100,14 @@ class ApiClient:
     def task(self, name: str) -> Any:
         return self.get(f"/tasks/{quote(name, safe='')}")
 
-    def runs(self, name: str, limit: int = 20) -> list[Any]:
-        items: list[Any] = self.get(f"/tasks/{quote(name, safe='')}/runs", limit=limit)["items"]
+    def runs(self, name: str, limit: int = 20) -> list[RunDoc]:
+        items: list[RunDoc] = self.get(f"/tasks/{quote(name, safe='')}/runs",
+                                       limit=limit)["items"]
         return items
 
-    def run(self, run_id: int) -> Any:
-        return self.get(f"/runs/{run_id}")
+    def run(self, run_id: int) -> RunDoc:
+        doc: RunDoc = self.get(f"/runs/{run_id}")
+        return doc
 
     def log(self, run_id: int, follow: bool = False) -> Iterator[str]:
         """The run's output; with ``follow``, streamed until the run ends."""

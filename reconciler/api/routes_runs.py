@@ -14,7 +14,7 @@ from reconciler.api.control import ApiContext, LiveRun
 from reconciler.api.deps import Ctx, Read, Reads, RunId, json, live_of
 from reconciler.api.errors import ApiError
 from reconciler.api.security import OPTIONAL_AUTH, Reader
-from reconciler.api.views import run_doc
+from reconciler.api.views import RunDetailDoc, run_doc
 from reconciler.core.runtime import RunRecord
 
 router = APIRouter()
@@ -33,14 +33,13 @@ async def run_or_404(c: ApiContext, read: Reads, run_id: int) -> RunRecord:
 async def get_run(run_id: RunId, _: Reader, c: Ctx, read: Read) -> JSONResponse:
     record = await run_or_404(c, read, run_id)
     live = live_of(c, record)
-    doc = run_doc(record, live=live is not None)
+    tail: str | None
     if live is not None:
-        first = live.output_seq - len(live.output)
-        doc["outputTail"] = "".join(live.output)
-        doc["outputTruncated"] = first > 0
+        tail, truncated = "".join(live.output), live.output_seq > len(live.output)
     else:
-        doc["outputTail"] = record.output_tail
-        doc["outputTruncated"] = record.output_truncated
+        tail, truncated = record.output_tail, record.output_truncated
+    doc: RunDetailDoc = {**run_doc(record, live=live is not None), "outputTail": tail,
+                         "outputTruncated": truncated}
     return json(doc)
 
 

@@ -14,7 +14,7 @@ from reconciler.api.errors import ApiError
 from reconciler.api.index import STATES
 from reconciler.api.security import OPTIONAL_AUTH, Reader
 from reconciler.api.selectors import SelectorError, parse_selector
-from reconciler.api.views import iso, local_iso, override_doc, redacted_spec, run_doc
+from reconciler.api.views import RunDoc, iso, local_iso, override_doc, redacted_spec, run_doc
 from reconciler.core.errors import ReconcilerError, TaskNotFoundError
 from reconciler.core.protocols import ReadModel
 from reconciler.core.redaction import redact
@@ -88,7 +88,7 @@ async def get_task(name: TaskName, _: Reader, c: Ctx, read: Read) -> JSONRespons
                 entry.next_times = (nxt, list(got_times))
     summary = c.index.summary(name)
     assert summary is not None
-    active: list[dict[str, Any]] = []
+    active: list[RunDoc] = []
     if entry is not None:
         for run_id in sorted(entry.live):
             live = c.ops.live_run(name, run_id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 from zoneinfo import ZoneInfo
 
 from reconciler.core.errors import ReconcilerError
@@ -66,12 +66,44 @@ def run_brief(record: RunRecord) -> dict[str, Any]:
     }
 
 
-def run_doc(record: RunRecord, *, live: bool = False) -> dict[str, Any]:
-    """The same keys as ``reconciler runs -o json``, plus duration, generation and live."""
+class RunDoc(TypedDict):
+    """A run on the wire: the API's run responses, ``api/client.py`` and ``reconciler
+    runs -o json`` (against the database or a server) all carry this, built by
+    :func:`run_doc` only (``api/models.py``'s ``Run`` is its published schema)."""
+
+    id: int
+    task: str
+    slot: str
+    attempt: int
+    trigger: str
+    status: str
+    replica: str | None
+    startedAt: str | None
+    finishedAt: str | None
+    latenessSeconds: float | None
+    durationSeconds: float | None
+    exitCode: int | None
+    error: str | None
+    reason: str | None
+    progressPercent: float | None
+    progressMessage: str | None
+    generation: int | None
+    live: bool
+
+
+class RunDetailDoc(RunDoc):
+    """One run with the end of its output (``GET /api/v1/runs/{id}``)."""
+
+    outputTail: str | None
+    outputTruncated: bool
+
+
+def run_doc(record: RunRecord, *, live: bool = False) -> RunDoc:
+    """The one place a run becomes JSON (see :class:`RunDoc`)."""
     return {
         "id": record.id,
         "task": record.task_name,
-        "slot": iso(record.slot),
+        "slot": record.slot.isoformat(),
         "attempt": record.attempt,
         "trigger": record.trigger.value,
         "status": record.status.value,

@@ -14,6 +14,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from reconciler.api.views import RunDoc
     from reconciler.core.plan import SafetyOptions
     from reconciler.core.protocols import Store
 
@@ -73,7 +76,7 @@ def emit_task_rows(args: argparse.Namespace, rows: list[dict[str, Any]]) -> int:
     return EXIT_OK
 
 
-def emit_runs(args: argparse.Namespace, runs: list[dict[str, Any]], zone: str) -> int:
+def emit_runs(args: argparse.Namespace, runs: Sequence[RunDoc], zone: str) -> int:
     from reconciler.cli.output import fmt_time, table
 
     if args.output == "json":
