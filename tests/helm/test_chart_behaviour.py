@@ -313,6 +313,14 @@ def test_external_database_rolls_and_keeps_no_claim(helm: Helm, ha_values: Path)
         "maxSurge": 1, "maxUnavailable": 0}
 
 
+def test_one_daemon_without_zookeeper_is_recreated_not_rolled(helm: Helm,
+                                                             ha_values: Path) -> None:
+    """Without ZooKeeper a daemon holds its database's lock: a rolling update would start
+    the new pod beside the old one, which it refuses, and never become ready."""
+    rendered = helm.template(ha_values, sets={"replicaCount": 1, "zookeeper.hosts": ""})
+    assert rendered.deployment["spec"]["strategy"] == {"type": "Recreate"}
+
+
 def test_db_upgrade_hook_job(helm: Helm, ha_values: Path) -> None:
     from reconciler.cli.main import build_parser
 
