@@ -65,18 +65,24 @@ class _Leaders:
         with self._lock:
             self.pids.discard(pid)
 
-    def snapshot(self) -> tuple[frozenset[int], int]:
+    def leader_or_spawning(self, pid: int) -> tuple[bool, bool]:
+        """(``pid`` is a registered leader, a spawn is under way): O(1), at every run
+        end and for every child, where a snapshot of every leader would cost O(runs)."""
         with self._lock:
-            return frozenset(self.pids), self.spawning
+            return pid in self.pids, self.spawning > 0
 
 
 #: Task leaders of this process: never reaped here (asyncio waits for them).
 LEADERS = _Leaders()
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def _prctl(option: int, arg: int | ctypes.c_int | ctypes._Pointer[ctypes.c_int]) -> int:
-    libc = ctypes.CDLL(None, use_errno=True)
-    return int(libc.prctl(option, arg, 0, 0, 0))
+    return int(_libc().prctl(option, arg, 0, 0, 0))
 
 
 @functools.cache
@@ -146,6 +152,19 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def adopted() -> list[int]:
+    """Children of this process's main thread: where the kernel re-parents orphans for a
+    subreaper (the first live thread of the group, its leader while the process runs).
+    One read, where :func:`children` of the whole process reads one file per thread, and
+    the daemon has a thread per running task (asyncio's child watcher)."""
+    me = os.getpid()
+    try:
+        with open(f"/proc/{me}/task/{me}/children", "rb") as listing:
+            return [int(x) for x in listing.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
 def _descendants(roots: Iterable[int]) -> list[int]:
     seen: list[int] = []
     pending = list(roots)
@@ -180,11 +199,9 @@ def run_members(leader: int, marker: frozenset[bytes]) -> list[int]:
         return []
     roots = [leader]
     if marker and is_subreaper():
-        me = os.getpid()
         own_session = os.getsid(0)
-        leaders, _ = LEADERS.snapshot()
-        for pid in children(me):
-            if pid == leader or pid in leaders:
+        for pid in adopted():
+            if pid == leader or LEADERS.leader_or_spawning(pid)[0]:
                 continue
             stat = _stat(pid)
             if stat is None or stat[0] == b"Z" or stat[2] == own_session:
@@ -211,10 +228,12 @@ def reap_orphans() -> int:
         return 0
     own_session = os.getsid(0)
     reaped = 0
-    for pid in children(os.getpid()):
-        leaders, spawning = LEADERS.snapshot()
+    for pid in adopted():
+        is_leader, spawning = LEADERS.leader_or_spawning(pid)
+        if is_leader:
+            continue
         stat = _stat(pid)
-        if stat is None or stat[0] != b"Z" or stat[2] == own_session or pid in leaders:
+        if stat is None or stat[0] != b"Z" or stat[2] == own_session:
             continue
         if stat[2] == pid and spawning:
             continue
