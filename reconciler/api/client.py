@@ -97,6 +97,11 @@ class ApiClient:
         items: list[Any] = self.get("/tasks", selector=selector, state=state)["items"]
         return items
 
+    def task_list(self) -> dict[str, Any]:
+        """``GET /api/v1/tasks`` as it is: the document ``get tasks -o json`` prints."""
+        document: dict[str, Any] = self.get("/tasks")
+        return document
+
     def task(self, name: str) -> Any:
         return self.get(f"/tasks/{quote(name, safe='')}")
 

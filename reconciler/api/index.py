@@ -30,7 +30,9 @@ from reconciler.api.views import (
     schedule_text,
     suspension,
 )
+from reconciler.core.protocols import Store
 from reconciler.core.runtime import ActualTask, RunRecord, RunStatus
+from reconciler.core.schedule import Schedule
 
 YIELD_EVERY = 25  # fragments rendered between yields: about a millisecond of loop time
 FAILING = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED})
@@ -312,3 +314,27 @@ class TaskIndex:
     async def warm(self) -> None:
         """Render every stale fragment in the background (after start-up)."""
         await self.render_all()
+
+
+def list_document(store: Store, now: Any) -> dict[str, Any]:
+    """``GET /api/v1/tasks``'s document read straight from the database: what
+    ``reconciler get tasks`` shows without a daemon. The same entries and the same
+    :func:`summary` as the daemon's index, so the two cannot drift apart; a run is
+    ``running`` when it is the task's newest run and its row says so."""
+    index = TaskIndex()
+    for row in store.load_tasks():
+        index.upsert(row)
+        nxt = row.next_fire_at
+        if row.suspended:  # a suspended task has no next fire time
+            nxt = None
+        elif nxt is None or nxt <= now:
+            nxt = Schedule.parse(row.schedule, row.time_zone).next_after(now)
+        index.set_next(row.name, nxt)
+    latest = store.latest_runs()
+    index.load_runs(latest, store.latest_runs(executed=True))
+    for name, record in latest.items():
+        entry = index.get(name)
+        if entry is not None and record.status is RunStatus.RUNNING:
+            entry.live.add(record.id)
+    items = [summary(entry) for entry in index.select()]
+    return {"items": items, "count": len(items), "total": len(items)}

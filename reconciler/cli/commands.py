@@ -17,7 +17,7 @@ from reconciler.cli.common import (
     EXIT_ERROR,
     EXIT_OK,
     emit_runs,
-    emit_task_rows,
+    emit_task_list,
     env,
     open_store,
     print_json,
@@ -116,37 +116,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    from reconciler.cli.output import fmt_time
-    from reconciler.core.schedule import Schedule
+    from reconciler.api.index import list_document
 
-    store = open_store(args.database)
-    now = datetime.now(UTC)
-    rows: list[dict[str, Any]] = []
-    for task in sorted(store.load_tasks(), key=lambda t: t.name):
-        nxt = task.next_fire_at
-        if task.suspended:  # as the API says: a suspended task has no next fire time
-            nxt = None
-        elif nxt is None or nxt <= now:
-            nxt = Schedule.parse(task.schedule, task.time_zone).next_after(now)
-        suspended = "yes" if task.suspended else "no"
-        if task.override is not None and task.override.suspended != task.suspended_in_git:
-            suspended += " (override)"
-        rows.append(
-            {
-                "name": task.name,
-                "schedule": task.schedule,
-                "timeZone": task.time_zone,
-                "next": fmt_time(nxt, task.time_zone) if nxt else None,
-                "nextUTC": fmt_time(nxt) if nxt else None,
-                "suspended": task.suspended,
-                "suspendedText": suspended,
-                "source": task.source_file,
-                "revision": task.source_revision,
-                "generation": task.generation,
-                "labels": task.document.get("metadata", {}).get("labels", {}),
-            }
-        )
-    return emit_task_rows(args, rows)
+    return emit_task_list(args, list_document(open_store(args.database), datetime.now(UTC)))
 
 
 def cmd_next(args: argparse.Namespace) -> int:

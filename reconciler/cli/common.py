@@ -51,26 +51,32 @@ def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
-def emit_task_rows(args: argparse.Namespace, rows: list[dict[str, Any]]) -> int:
-    from reconciler.cli.output import table
+def emit_task_list(args: argparse.Namespace, document: dict[str, Any]) -> int:
+    """``GET /api/v1/tasks``'s document (from the server, or built from the database by
+    the same code): as it is with ``-o json``, else as a table."""
+    from reconciler.cli.output import fmt_time, table
 
     if args.output == "json":
-        for r in rows:
-            del r["suspendedText"]
-        print_json(rows)
+        print_json(document)
         return EXIT_OK
     headers = ["NAME", "SCHEDULE", "TIMEZONE", "NEXT", "NEXT (UTC)", "SUSPENDED", "SOURCE"]
     if args.output == "wide":
         headers += ["GEN", "REVISION", "LABELS"]
     cells = []
-    for r in rows:
+    for t in document["items"]:
+        nxt = datetime.fromisoformat(t["nextFireAt"]) if t["nextFireAt"] else None
+        suspended = "yes" if t["suspended"] else "no"
+        if t["suspended"] and (t.get("suspension") or {}).get("source") == "override":
+            suspended += " (override)"
+        source = t["source"]
         row = [
-            r["name"], r["schedule"], r["timeZone"], r["next"] or "-", r["nextUTC"] or "-",
-            r["suspendedText"], r["source"],
+            t["name"], t["schedule"], t["timeZone"],
+            fmt_time(nxt, t["timeZone"]) if nxt else "-", fmt_time(nxt) if nxt else "-",
+            suspended, source["file"],
         ]
         if args.output == "wide":
-            labels = ",".join(f"{k}={v}" for k, v in sorted(r["labels"].items()))
-            row += [str(r["generation"]), (r["revision"] or "-")[:12], labels or "-"]
+            labels = ",".join(f"{k}={v}" for k, v in sorted(t["labels"].items()))
+            row += [str(source["generation"]), (source["revision"] or "-")[:12], labels or "-"]
         cells.append(row)
     print(table(headers, cells))
     return EXIT_OK

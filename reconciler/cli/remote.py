@@ -8,7 +8,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from reconciler.cli.common import EXIT_ERROR, EXIT_OK, emit_runs, emit_task_rows, print_json
+from reconciler.cli.common import EXIT_ERROR, EXIT_OK, emit_runs, emit_task_list, print_json
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -22,30 +22,9 @@ def _parse_iso(text: str | None) -> datetime | None:
 
 
 def remote_get(args: argparse.Namespace) -> int:
-    from reconciler.cli.output import fmt_time
-
     with _client(args) as client:
-        items = client.tasks()
-    rows: list[dict[str, Any]] = []
-    for t in items:
-        nxt = _parse_iso(t["nextFireAt"])
-        suspended = "yes" if t["suspended"] else "no"
-        if t["suspended"] and (t.get("suspension") or {}).get("source") == "override":
-            suspended += " (override)"
-        rows.append({
-            "name": t["name"],
-            "schedule": t["schedule"],
-            "timeZone": t["timeZone"],
-            "next": fmt_time(nxt, t["timeZone"]) if nxt else None,
-            "nextUTC": fmt_time(nxt) if nxt else None,
-            "suspended": t["suspended"],
-            "suspendedText": suspended,
-            "source": t["source"]["file"],
-            "revision": t["source"]["revision"],
-            "generation": t["source"]["generation"],
-            "labels": t["labels"],
-        })
-    return emit_task_rows(args, rows)
+        document = client.task_list()
+    return emit_task_list(args, document)
 
 
 def remote_runs(args: argparse.Namespace) -> int:

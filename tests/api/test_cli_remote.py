@@ -55,9 +55,10 @@ def test_get_tasks_over_http(reconciler: Any) -> None:
     report = next(line for line in lines if line.startswith("nightly-report"))
     assert "2026-03-03T02:30:00+01:00" in report and "2026-03-03T01:30:00+00:00" in report
     code, out, _ = reconciler("get", "tasks", "-o", "json")
-    rows = json.loads(out)
-    assert set(rows[0]) == {"name", "schedule", "timeZone", "next", "nextUTC", "suspended",
-                            "source", "revision", "generation", "labels"}
+    document = json.loads(out)
+    assert set(document) == {"items", "count", "total"}  # GET /api/v1/tasks's document
+    assert {"name", "schedule", "timeZone", "nextFireAt", "nextFireAtLocal", "suspended",
+            "suspension", "source", "labels", "lastRun", "running"} <= set(document["items"][0])
     code, out, _ = reconciler("get", "tasks", "-o", "wide")
     assert "team=data" in out
 

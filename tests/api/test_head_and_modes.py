@@ -47,16 +47,28 @@ def test_get_tasks_agrees_in_database_and_server_mode(tmp_path: Path,
         monkeypatch.setattr(cli_remote, "_client", lambda args: ApiClient(
             args.server, args.token, transport=server.transport()))
         database = f"sqlite:///{tmp_path / 'state.db'}"
+        ran = server.call({"method": "POST", "url": "/api/v1/tasks/nightly-report/trigger",
+                           "headers": AUTH})
+        assert ran.status_code == 202
         shown = {}
         for mode, where in (("database", ["--database", database]),
                             ("server", ["--server", "http://testserver"])):
             assert cli.main(["get", "tasks", "-o", "json", *where]) == 0
-            shown[mode] = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
-        paused = shown["database"]["paused-in-git"]
-        assert paused["suspended"] is True and paused["next"] is None and paused["nextUTC"] is None
-        # (the times differ: the daemon runs on a fake clock, the CLI on the wall clock)
-        assert {n: (r["next"] is None, r["suspended"]) for n, r in shown["database"].items()} \
-            == {n: (r["next"] is None, r["suspended"]) for n, r in shown["server"].items()}
+            shown[mode] = json.loads(capsys.readouterr().out)
+        # One wire format: the CLI prints GET /api/v1/tasks's document in both modes.
+        assert set(shown["database"]) == set(shown["server"]) == {"items", "count", "total"}
+        by_mode = {m: {t["name"]: t for t in doc["items"]} for m, doc in shown.items()}
+        paused = by_mode["database"]["paused-in-git"]
+        assert paused["suspended"] is True and paused["nextFireAt"] is None
+        assert paused["suspension"] == {"source": "git", "note": None, "actor": None, "at": None}
+        for name, task in by_mode["database"].items():
+            other = by_mode["server"][name]
+            assert set(task) == set(other), name
+            # (the times differ: the daemon runs on a fake clock, the CLI on the wall clock)
+            for key in set(task) - {"nextFireAt", "nextFireAtLocal"}:
+                assert task[key] == other[key], (name, key)
+            assert (task["nextFireAt"] is None) == (other["nextFireAt"] is None), name
+        assert by_mode["database"]["nightly-report"]["lastRun"] is not None
         assert cli.main(["get", "tasks", "--database", database]) == 0
         line = next(x for x in capsys.readouterr().out.splitlines()
                     if x.startswith("paused-in-git"))
