@@ -77,7 +77,7 @@ from reconciler.core.protocols import ExecutionEvents, ExecutionRequest, Executi
 from reconciler.core.runtime import RunStatus
 from reconciler.executors.environment import SecretResolutionError, build_run_env
 from reconciler.executors.output import OutputSink
-from reconciler.executors.tree import LEADERS, reap_orphans, run_marker, run_members
+from reconciler.executors.tree import LEADERS, orphans, reap_orphans, run_marker, run_members
 
 logger = logging.getLogger(__name__)
 
@@ -317,6 +317,8 @@ class _Supervisor:
         sink = OutputSink(self.events, self.request.output_limit, secrets=self.secrets)
         protocol = _Protocol(loop, sink)
         self.marker = run_marker(env)
+        # :func:`orphans` as read when the run ended cleanly: reused for the last reaping.
+        adopted_at_exit: list[int] | None = None
         LEADERS.begin_spawn()
         try:
             transport = await self._spawn(loop, protocol, argv, env, cwd, pass_fds, describe)
@@ -339,7 +341,7 @@ class _Supervisor:
                 return_when=asyncio.FIRST_COMPLETED,
             )
             if protocol.exited.done():
-                await self._clean_up_after_exit(protocol)
+                adopted_at_exit = await self._clean_up_after_exit(protocol)
             else:
                 reason = "cancelled" if self.cancel.is_set() else "timeout"
                 logger.info(
@@ -369,7 +371,7 @@ class _Supervisor:
                 LEADERS.discard(self.pgid)
         if protocol.exited.done():
             await self._reap()
-        reap_orphans()
+        reap_orphans(adopted_at_exit)
         return ProcessOutcome(reason, transport.get_returncode(), sink.text(),
                               sink.tail.truncated)
 
@@ -431,15 +433,18 @@ class _Supervisor:
                 KILL_WAIT,
             )
 
-    async def _clean_up_after_exit(self, protocol: _Protocol) -> None:
+    async def _clean_up_after_exit(self, protocol: _Protocol) -> list[int] | None:
+        """Kill what the run left behind; the :func:`orphans` read in the usual case
+        (nothing left), else None."""
+        adopted_now = orphans()
         if (protocol.eof.done() and not _group_alive(self.pgid)
-                and not run_members(self.pgid, self.marker)):
+                and not run_members(self.pgid, self.marker, adopted_now)):
             # The usual case, checked cheaply: the group is empty, nobody holds the
             # output pipe (so no session member is left worth a /proc sweep) and no
             # orphan of the run came back to us.
-            return
+            return adopted_now
         if not self._signal_tree(signal.SIGTERM):
-            return  # the usual case: nothing left
+            return None  # the usual case: nothing left
         logger.info(
             "run %s of task %s: the task left processes behind; terminating them",
             self.request.run_id,
@@ -447,6 +452,7 @@ class _Supervisor:
         )
         await _wait_all([protocol.eof], self.grace)
         self._signal_tree(signal.SIGKILL)
+        return None
 
     async def _drain(self, protocol: _Protocol, transport: asyncio.SubprocessTransport) -> None:
         if await _wait_all([protocol.eof], DRAIN_TIMEOUT):

@@ -85,6 +85,9 @@ def _prctl(option: int, arg: int | ctypes.c_int | ctypes._Pointer[ctypes.c_int])
     return int(_libc().prctl(option, arg, 0, 0, 0))
 
 
+_became_subreaper = False
+
+
 @functools.cache
 def become_subreaper() -> bool:
     """Make this process the reaper of its orphaned descendants; True on success.
@@ -101,6 +104,8 @@ def become_subreaper() -> bool:
         ok = _prctl(_PR_SET_CHILD_SUBREAPER, 1) == 0
     except (OSError, AttributeError):
         ok = False
+    global _became_subreaper
+    _became_subreaper = ok
     if not ok:
         logger.warning("prctl(PR_SET_CHILD_SUBREAPER) failed: task processes that leave "
                        "their session (setsid) and are orphaned are not killed with their run")
@@ -108,7 +113,12 @@ def become_subreaper() -> bool:
 
 
 def is_subreaper() -> bool:
-    """True when orphaned descendants come back to this process (PID 1 or subreaper)."""
+    """True when orphaned descendants come back to this process (PID 1 or subreaper).
+
+    Asked at every run's end: after :func:`become_subreaper` succeeded (the daemon, at
+    start-up; nothing in it clears the attribute again) the answer costs no ``prctl``."""
+    if _became_subreaper:
+        return True
     if not _LINUX:
         return False
     if os.getpid() == 1:
@@ -192,16 +202,27 @@ def run_marker(env: dict[str, str]) -> frozenset[bytes]:
     return frozenset(f"{k}={env[k]}".encode() for k in keys if k in env)
 
 
-def run_members(leader: int, marker: frozenset[bytes]) -> list[int]:
+def orphans() -> list[int]:
+    """This process's children that are not task leaders it spawned: the orphans of
+    runs it adopted (subreaper or PID 1), live or zombie, and helpers such as ``git``.
+    One read of :func:`adopted`; [] when orphans do not come back to this process."""
+    if not _LINUX or not is_subreaper():
+        return []
+    return [pid for pid in adopted() if not LEADERS.leader_or_spawning(pid)[0]]
+
+
+def run_members(leader: int, marker: frozenset[bytes],
+                adopted_now: list[int] | None = None) -> list[int]:
     """Live processes of the run led by ``leader``, found by parent links: the leader's
-    descendants and (subreaper only) the run's orphans with theirs; not the leader."""
+    descendants and (subreaper only) the run's orphans with theirs; not the leader.
+    ``adopted_now`` is a fresh :func:`orphans` when the caller has one."""
     if not _LINUX:
         return []
     roots = [leader]
-    if marker and is_subreaper():
+    if marker:
         own_session = os.getsid(0)
-        for pid in adopted():
-            if pid == leader or LEADERS.leader_or_spawning(pid)[0]:
+        for pid in orphans() if adopted_now is None else adopted_now:
+            if pid == leader:
                 continue
             stat = _stat(pid)
             if stat is None or stat[0] == b"Z" or stat[2] == own_session:
@@ -216,19 +237,21 @@ def run_members(leader: int, marker: frozenset[bytes]) -> list[int]:
     return members
 
 
-def reap_orphans() -> int:
+def reap_orphans(adopted_now: list[int] | None = None) -> int:
     """Reap zombie children that can only be orphans of runs; return how many.
 
     A zombie child of ours is an orphan of a run when it is outside the daemon's
     session (helpers such as ``git`` stay in it) and not a registered task leader. A
     zombie that leads its own session looks like a leader just spawned, so while a
-    spawn is under way those wait for the next call.
+    spawn is under way those wait for the next call. ``adopted_now``: a recent
+    :func:`orphans` (a zombie that came after it is reaped by a later call).
     """
-    if not _LINUX or not is_subreaper():
+    candidates = orphans() if adopted_now is None else adopted_now
+    if not candidates:
         return 0
     own_session = os.getsid(0)
     reaped = 0
-    for pid in adopted():
+    for pid in candidates:
         is_leader, spawning = LEADERS.leader_or_spawning(pid)
         if is_leader:
             continue
