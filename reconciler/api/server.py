@@ -30,7 +30,6 @@ import dataclasses
 import logging
 import resource
 import socket
-import sys
 import threading
 from collections.abc import Awaitable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -44,7 +43,6 @@ from reconciler.core.errors import ReconcilerError
 
 log = logging.getLogger("reconciler.api")
 DEFAULT_LISTEN = "127.0.0.1:8080"
-SWITCH_INTERVAL_S = 0.001
 
 
 class ListenError(ReconcilerError):
@@ -207,9 +205,6 @@ class ApiServer:
             else:
                 done.set_result(None)
 
-        # A busy API thread holds the interpreter lock for up to this long before the
-        # scheduler's thread gets it (default 5 ms): keep the scheduler's wait short.
-        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         self._thread = threading.Thread(target=serve, name="reconciler-api", daemon=True)
         self._thread.start()
         self._task = loop.create_task(self._served(done))

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
 from starlette.types import Receive, Scope, Send
 
-from reconciler.api.limits import Limits, LoadState
+from reconciler.api.limits import BUSY_SWITCH_INTERVAL_S, Limits, LoadState, SwitchInterval
 from reconciler.api.server import ApiServer
 
 T = TypeVar("T")
@@ -129,3 +131,37 @@ def test_past_its_connection_cap_an_address_is_refused_before_the_app() -> None:
     statuses, handed = serve(Limits(per_client=1, rate_per_client=0), body)
     assert statuses == [503, 200]
     assert handed == ["/healthz"]
+
+
+def test_the_switch_interval_is_short_only_while_connections_are_open() -> None:
+    before = sys.getswitchinterval()
+    switch = SwitchInterval(busy=before / 4)
+    try:
+        switch.opened()
+        switch.opened()
+        assert sys.getswitchinterval() == before / 4  # the scheduler waits less for the GIL
+        switch.closed()
+        assert sys.getswitchinterval() == before / 4  # one is still open
+        switch.closed()
+        assert sys.getswitchinterval() == before  # idle: fewer switches, less CPU
+    finally:
+        sys.setswitchinterval(before)
+
+
+def test_a_real_connection_shortens_the_switch_interval_until_it_closes() -> None:
+    idle = sys.getswitchinterval()
+
+    def body(server: ApiServer) -> list[float]:
+        seen = []
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(get("/a", close=False))
+            assert b"200" in sock.recv(65536)
+            seen.append(sys.getswitchinterval())
+        deadline = time.monotonic() + 10
+        while sys.getswitchinterval() != idle and time.monotonic() < deadline:
+            time.sleep(0.01)  # the server notices the close on its own thread
+        seen.append(sys.getswitchinterval())
+        return seen
+
+    seen, _ = serve(Limits(rate_per_client=0), body)
+    assert seen == [min(idle, BUSY_SWITCH_INTERVAL_S), idle]
