@@ -93,17 +93,21 @@ class Prometheus:
             f"  - job_name: reconciler\n    static_configs: [{{targets: ['{target}']}}]\n")
         self.log = root / "prometheus.log"
         self.url = f"http://127.0.0.1:{free_port()}"
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [binary, f"--config.file={root / 'prometheus.yml'}",
-                 f"--storage.tsdb.path={root / 'data'}",
-                 f"--web.listen-address={self.url.removeprefix('http://')}"],
-                stdout=log, stderr=subprocess.STDOUT, cwd=root)
+        self.command = [binary, f"--config.file={root / 'prometheus.yml'}",
+                        f"--storage.tsdb.path={root / 'data'}",
+                        f"--web.listen-address={self.url.removeprefix('http://')}"]
+        self.root = root
+        self.proc: subprocess.Popen[bytes] | None = None
         self.http = httpx.Client(base_url=self.url, timeout=5)
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
+                                         cwd=self.root)
         wait_until(self.ready, what="prometheus ready")
 
     def ready(self) -> bool:
-        assert self.proc.poll() is None, self.log.read_text()
+        assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
         try:
             return self.http.get("/-/ready").status_code == 200
         except httpx.TransportError:
@@ -121,7 +125,7 @@ class Prometheus:
 
     def stop(self) -> None:
         self.http.close()
-        if self.proc.poll() is None:
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=15)
@@ -133,8 +137,11 @@ class Prometheus:
 @pytest.fixture
 def prometheus(daemon: DaemonProcess, tmp_path: Path) -> Iterator[Prometheus]:
     p = Prometheus(tmp_path / "prometheus", f"127.0.0.1:{daemon.port}")
-    yield p
-    p.stop()
+    try:
+        p.start()
+        yield p
+    finally:
+        p.stop()
 
 
 def tasks(root: Path, *, suspended: bool) -> dict[str, str]:
