@@ -23,10 +23,20 @@ sets :meth:`Metrics.set_writer` and :meth:`Metrics.set_zookeeper_state`.
 ``reconciler_next_fire_timestamp_seconds{task}`` next slot (absent while suspended)
 ==============================================  =============================================
 
-Two more per-task gauges serve the "no success within the expected interval" alert:
-``reconciler_last_success_timestamp_seconds{task}`` (end of the last successful run) and
+Three more per-task gauges serve the "no success within the expected interval" alert:
+``reconciler_last_success_timestamp_seconds{task}`` (end of the last successful run),
+``reconciler_task_created_timestamp_seconds{task}`` (when the task's row was created, so a
+task that never succeeded is measured from then) and
 ``reconciler_schedule_interval_seconds{task}`` (the time between the task's last two
 slots, known once the task has fired since the daemon started).
+
+A task's series follow the task, not its runs: when it is loaded from the table
+(:meth:`Metrics.task_loaded`, at start-up for every task and later for each new one),
+``reconciler_runs_total`` is created at 0 for every final status and
+``reconciler_missed_slots_total`` at 0 for every reason, so ``increase()`` sees the first
+failure or miss (a counter that appears at 1 looks unchanged to Prometheus). When the
+task is deleted (:meth:`Metrics.forget_task`) every series with its ``task`` label goes,
+and a run of it that ends later is not counted.
 """
 
 from __future__ import annotations
@@ -50,6 +60,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TASK_STATES = ("active", "suspended", "running", "failing")
 ZOOKEEPER_STATES = ("connecting", "connected", "suspended", "lost", "closed", "disabled")
 MISSED_REASONS = ("deadline", "catch_up", "concurrency")
+FINAL_STATUSES = tuple(status.value for status in RunStatus if status.finished)
 
 LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                     10.0, 30.0, 60.0, 300.0)
@@ -111,6 +122,10 @@ class Metrics:
             "reconciler_schedule_interval_seconds",
             "Seconds between the task's last two slots (set once it has fired).", ["task"],
             registry=r)
+        self.created = Gauge(
+            "reconciler_task_created_timestamp_seconds",
+            "Unix time the task was created (its row in the table).", ["task"], registry=r)
+        self._tasks: set[str] = set()  # tasks whose series exist (loaded, not deleted)
         for state in TASK_STATES:
             self.tasks.labels(state).set(0)
         self.set_writer(True)
@@ -144,11 +159,30 @@ class Metrics:
     def set_interval(self, task: str, seconds: float) -> None:
         self.interval.labels(task).set(seconds)
 
+    def task_loaded(self, task: str, created: datetime | None) -> None:
+        """A task of the table: its counters exist at 0 from now on, with its creation time."""
+        if task not in self._tasks:
+            self._tasks.add(task)
+            for status in FINAL_STATUSES:
+                self.runs_total.labels(task, status)
+            for reason in MISSED_REASONS:
+                self.missed_slots.labels(task, reason)
+        if created is not None:
+            self.created.labels(task).set(created.timestamp())
+
     def forget_task(self, task: str) -> None:
+        """The task was deleted: every series of it goes (Prometheus marks them stale)."""
+        self._tasks.discard(task)
         self.set_next_fire(task, None)
-        for gauge in (self.last_success, self.interval):
+        for metric in (self.last_success, self.interval, self.created, self.run_duration):
             with contextlib.suppress(KeyError):
-                gauge.remove(task)
+                metric.remove(task)
+        for status in FINAL_STATUSES:
+            with contextlib.suppress(KeyError):
+                self.runs_total.remove(task, status)
+        for reason in MISSED_REASONS:
+            with contextlib.suppress(KeyError):
+                self.missed_slots.remove(task, reason)
 
     # -------------------------------------------------------------- run events
 
@@ -157,6 +191,8 @@ class Metrics:
             self.run_lateness.observe(max(0.0, record.lateness_seconds))
 
     def run_final(self, record: RunRecord) -> None:
+        if record.task_name not in self._tasks:
+            return  # deleted while it ran (or never loaded here): no series to count in
         self.runs_total.labels(record.task_name, record.status.value).inc()
         if record.status in (RunStatus.MISSED, RunStatus.SKIPPED):
             self.missed_slots.labels(record.task_name, missed_reason(record)).inc()

@@ -25,6 +25,7 @@ class ApiObserver:
     # ------------------------------------------------------------ scheduler hooks
 
     def task_row(self, row: ActualTask) -> None:
+        self.metrics.task_loaded(row.name, row.created_at)
         if self.index.upsert(row):
             self.events.publish("task", {"name": row.name, "change": "updated"})
 
