@@ -125,12 +125,51 @@ class SwitchInterval:
 
 SWITCH = SwitchInterval()
 
+#: How long the API thread may hold back for one tick of the scheduler, at most.
+TICK_YIELD_S = 0.1
+
+
+class TickGate:
+    """The scheduler's ticks before the API's connections.
+
+    The scheduler marks a tick (the runs of a second being decided, claimed and
+    started) with :meth:`busy`; meanwhile the API thread, before it takes a new
+    connection or a request's bytes, waits for the tick's end, blocked on an event
+    (the interpreter lock is free for the scheduler's thread). It waits at most
+    ``max_yield`` from the tick's start, so a tick stuck on a slow database never
+    stops the API, and probes are answered late by at most that.
+    """
+
+    def __init__(self, max_yield: float = TICK_YIELD_S) -> None:
+        self.max_yield = max_yield
+        self._clear = threading.Event()
+        self._clear.set()
+        self._since = 0.0
+        self.waits = 0  # how many times the API thread held back (tests, figures)
+
+    def busy(self, on: bool) -> None:
+        if on:
+            self._since = time.monotonic()
+            self._clear.clear()
+        else:
+            self._clear.set()
+
+    def wait(self) -> None:
+        """On the API thread: hold back while a tick is under way (bounded)."""
+        if self._clear.is_set():
+            return
+        left = self.max_yield - (time.monotonic() - self._since)
+        if left > 0:
+            self.waits += 1
+            self._clear.wait(left)
+
 
 class LoadState:
     """What is open right now, shared by the protocol and :class:`LoadGuard`."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, gate: TickGate | None = None) -> None:
         self.limits = limits
+        self.gate = gate or TickGate(max_yield=0.0)
         self.connections: Counter[str] = Counter()
         self.streams: Counter[str] = Counter()
         self.requests = 0
@@ -231,6 +270,7 @@ class GuardedProtocol(H11Protocol):
         self._refusing = False  # answered by the screen: the rest is read and dropped
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.load.gate.wait()
         super().connection_made(transport)
         load = self.load
         self._address = self.client[0] if self.client else ""
@@ -259,6 +299,7 @@ class GuardedProtocol(H11Protocol):
     def data_received(self, data: bytes) -> None:
         if self._refusing:
             return
+        self.load.gate.wait()
         if (not self._screened and self.conn.their_state is h11.IDLE
                 and self._screen(self.conn.trailing_data[0] + data)):
             return

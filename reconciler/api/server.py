@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from reconciler.api.limits import Limits, LoadGuard, LoadState, protocol_for
+from reconciler.api.limits import Limits, LoadGuard, LoadState, TickGate, protocol_for
 from reconciler.api.security import HostGuard, HostPolicy
 from reconciler.core.errors import ReconcilerError
 
@@ -159,7 +159,7 @@ class ApiServer:
 
     def __init__(self, app: Any, listen: str = DEFAULT_LISTEN,
                  allowed_hosts: Sequence[str] | None = None,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, gate: TickGate | None = None) -> None:
         host, port = parse_listen(listen)
         self.sock = bind(host, port)
         self.host, self.port = self.sock.getsockname()[:2]
@@ -169,7 +169,7 @@ class ApiServer:
         self.served: ASGIApp = self.bridge
         if self.host_policy is not None:
             self.served = HostGuard(self.bridge, self.host_policy)
-        self.load = LoadState(_fd_room(limits or Limits()))
+        self.load = LoadState(_fd_room(limits or Limits()), gate)
         config = uvicorn.Config(
             LoadGuard(self.served, self.load),
             http=protocol_for(self.load),

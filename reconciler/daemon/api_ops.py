@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from reconciler.api import ApiContext, ApiObserver
 from reconciler.api.auth import TokenStore
-from reconciler.api.limits import Limits
+from reconciler.api.limits import Limits, TickGate
 from reconciler.api.metrics import ZOOKEEPER_STATES
 from reconciler.core.clock import Clock
 from reconciler.core.errors import ReconcilerError
@@ -217,9 +217,11 @@ class DaemonApi:
         auth_reads: bool = False,
         allowed_hosts: Sequence[str] | None = None,
         limits: Limits | None = None,
+        gate: TickGate | None = None,
     ) -> None:
         self.parts = parts
         self.limits = limits
+        self.gate = gate
         self.listen = listen
         self.allowed_hosts = allowed_hosts
         self.observer = observer
@@ -254,7 +256,8 @@ class DaemonApi:
         if self.listen and self.server is None:
             from reconciler.api.server import ApiServer
 
-            self.server = ApiServer(self.app(), self.listen, self.allowed_hosts, self.limits)
+            self.server = ApiServer(self.app(), self.listen, self.allowed_hosts, self.limits,
+                                   self.gate)
 
     def serve(self) -> None:
         if self.server is not None:

@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Callable
 
 from reconciler.api import ApiObserver, EventHub, Metrics, TaskIndex
-from reconciler.api.limits import Limits
+from reconciler.api.limits import Limits, TickGate
 from reconciler.core.clock import Clock, SystemClock
 from reconciler.core.protocols import Claimer, Executor
 from reconciler.daemon.api_ops import DaemonApi, DaemonParts
@@ -61,6 +61,7 @@ def build_daemon(config: DaemonConfig, *, clock: Clock | None = None,
     claimer: Claimer = (InProcessClaimer() if cluster is None
                         else SkewGuardedClaimer(cluster.claimer, cluster.skew_guard))
     observer = ApiObserver(TaskIndex(), Metrics(), EventHub())
+    gate = TickGate()  # the API thread holds back while the scheduler starts a second's runs
     scheduler = Scheduler(
         store, worker, claimer, executor, clock,
         SchedulerConfig(
@@ -73,6 +74,7 @@ def build_daemon(config: DaemonConfig, *, clock: Clock | None = None,
         listener=observer,
         # a clock off the bound decides nothing
         clock_refusal=cluster.skew_guard.over_bound if cluster is not None else None,
+        on_tick=gate.busy,
     )
     state = DaemonState()
     cache = LoadCache()
@@ -84,7 +86,8 @@ def build_daemon(config: DaemonConfig, *, clock: Clock | None = None,
                     allowed_hosts=config.allowed_hosts,
                     limits=Limits.of(config.api_head_timeout.total_seconds(),
                                      config.api_max_connections_per_address,
-                                     config.api_rate_per_address))
+                                     config.api_rate_per_address),
+                    gate=gate)
     lock = InstanceLock(store.engine, config.replica, shared=cluster is not None,
                         describe_holder=lambda: _lock_holder(store, config.replica))
     return Daemon(config, clock=clock, store=store, worker=worker, cache=cache,

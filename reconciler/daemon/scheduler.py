@@ -94,6 +94,7 @@ class Scheduler:
         on_run_finished: Callable[[RunRecord], None] | None = None,
         listener: SchedulerListener | None = None,
         clock_refusal: Callable[[], str | None] | None = None,
+        on_tick: Callable[[bool], None] | None = None,
     ) -> None:
         self.store = store
         self.worker = worker
@@ -115,6 +116,7 @@ class Scheduler:
         #: Distributed mode: why this replica's clock must not be trusted now (None: it
         #: may be). While it says so, slots are neither claimed nor recorded here.
         self.clock_refusal = clock_refusal
+        self.on_tick = on_tick  # told True while a tick starts its runs, then False
         self.recorder = Recorder(store, worker, clock, self.listener,
                                  self.config.max_deferred_rows)
 
@@ -217,18 +219,24 @@ class Scheduler:
 
     async def tick(self) -> int:
         """Process every entry due at ``clock.now()``; return how many were handled.
-
-        Everything due at the same instant is decided first, then claimed together and
-        written in one ``insert_runs`` transaction, so a second with hundreds of slots
-        costs one commit and the last run starts about as early as the first.
-        """
+        Everything due at one instant is decided, then claimed and written in one
+        ``insert_runs`` transaction: the last run starts about as early as the first."""
         if not self.accepting:
             return 0
         now = self.clock.now()
+        due = self.timeline.pop_due(now)
+        if due and self.on_tick is not None:
+            self.on_tick(True)  # the API thread holds back meanwhile (api.limits.TickGate)
+        try:
+            return await self._tick(due, now)
+        finally:
+            if due and self.on_tick is not None:
+                self.on_tick(False)
+
+    async def _tick(self, due: list[Entry], now: datetime) -> int:
         batch: list[tuple[TaskState, SlotDecision, int, Trigger]] = []
         # (task, the slot to continue after, the generation that decided it)
         slots: list[tuple[TaskState, datetime, int]] = []
-        due = self.timeline.pop_due(now)
         # a refused clock decides nothing, so it must not record progress either
         trusted = self.clock_refusal is None or self.clock_refusal() is None
         behind = 0

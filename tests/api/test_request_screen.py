@@ -12,14 +12,24 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
+import pytest
 from starlette.types import Receive, Scope, Send
 
-from reconciler.api.limits import BUSY_SWITCH_INTERVAL_S, Limits, LoadState, SwitchInterval
+from reconciler.api.limits import (
+    BUSY_SWITCH_INTERVAL_S,
+    Limits,
+    LoadState,
+    SwitchInterval,
+    TickGate,
+)
 from reconciler.api.server import ApiServer
+from tests.api.conftest import harness, run
 
 T = TypeVar("T")
 
@@ -64,7 +74,8 @@ def get(path: str, close: bool = True) -> bytes:
             + ("Connection: close\r\n" if close else "") + "\r\n").encode()
 
 
-def serve(limits: Limits, body: Callable[[ApiServer], T]) -> tuple[T, list[str]]:
+def serve(limits: Limits, body: Callable[[ApiServer], T],
+          gate: TickGate | None = None) -> tuple[T, list[str]]:
     """Run ``body(server)`` on a thread against a server with ``limits``; what it
     returned and the paths the app was handed."""
     handed: list[str] = []
@@ -76,7 +87,7 @@ def serve(limits: Limits, body: Callable[[ApiServer], T]) -> tuple[T, list[str]]
         await send({"type": "http.response.body", "body": b"ok"})
 
     async def main() -> T:
-        server = ApiServer(app, "127.0.0.1:0", limits=limits)
+        server = ApiServer(app, "127.0.0.1:0", limits=limits, gate=gate)
         server.start()
         try:
             return await asyncio.to_thread(body, server)
@@ -165,3 +176,55 @@ def test_a_real_connection_shortens_the_switch_interval_until_it_closes() -> Non
 
     seen, _ = serve(Limits(rate_per_client=0), body)
     assert seen == [min(idle, BUSY_SWITCH_INTERVAL_S), idle]
+
+
+def test_the_api_holds_back_while_the_scheduler_starts_a_tick() -> None:
+    gate = TickGate(max_yield=30.0)
+
+    def body(server: ApiServer) -> tuple[float, int]:
+        gate.busy(True)
+        threading.Timer(0.3, gate.busy, args=(False,)).start()
+        start = time.monotonic()
+        answer = exchange(server.port, [get("/api/v1/tasks")])
+        return time.monotonic() - start, status(answer)
+
+    (took, code), handed = serve(Limits(rate_per_client=0), body, gate)
+    assert code == 200 and handed == ["/api/v1/tasks"]
+    assert 0.25 <= took < 10  # held until the tick's end, not the 30 s bound
+    assert gate.waits >= 1
+
+
+def test_a_tick_that_never_ends_holds_the_api_back_only_briefly() -> None:
+    gate = TickGate(max_yield=0.2)
+
+    def body(server: ApiServer) -> tuple[float, int]:
+        gate.busy(True)  # and never False: a tick stuck on the database
+        start = time.monotonic()
+        codes = [status(exchange(server.port, [get("/healthz")])) for _ in range(5)]
+        assert codes == [200] * 5
+        return time.monotonic() - start, gate.waits
+
+    (took, waits), _ = serve(Limits(rate_per_client=0), body, gate)
+    assert took < 5 and waits >= 1  # the bound counts from the tick's start
+
+
+def test_the_daemon_wires_its_scheduler_ticks_to_its_api_server(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with harness(tmp_path) as h:
+            gate = h.daemon.api.gate
+            assert isinstance(gate, TickGate) and gate.max_yield > 0
+            seen: list[bool] = []
+            real_tick = h.daemon.scheduler._tick
+
+            async def tick(due: Any, now: Any) -> int:
+                seen.append(gate._clear.is_set())
+                result: int = await real_tick(due, now)
+                return result
+
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(h.daemon.scheduler, "_tick", tick)
+                await h.advance(60)  # nightly-report's schedule and others come due
+            assert False in seen  # a tick with slots held the API back
+            assert gate._clear.is_set()  # and let it go
+
+    run(scenario)

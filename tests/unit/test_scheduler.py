@@ -504,3 +504,25 @@ def test_fifty_triggers_at_once_start_one_forbid_run(h: Harness) -> None:
     started = run(go())
     assert sum(r is not None for r in started) == 1
     assert h.executor.peak["f"] == 1 and len(h.runs("f")) == 1
+
+
+def test_a_tick_with_slots_is_announced_to_the_api_and_its_end_too(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    told: list[tuple[bool, int]] = []
+    h.sched = Scheduler(h.store, h.worker, InProcessClaimer(), h.executor, h.clock,
+                        on_tick=lambda on: told.append((on, len(h.store.list_runs("t")))))
+
+    async def go() -> None:
+        h.apply(doc("t", "* * * * *"))
+        await h.sync()
+        await h.sched.tick()  # nothing due: the API is not held back
+        assert told == []
+        h.clock.set(T0 + timedelta(minutes=1))
+        await h.sched.tick()
+        await h.sched.drain()
+    try:
+        run(go())
+    finally:
+        h.worker.close()
+    # held back before the run's row was written, released once it was
+    assert told == [(True, 0), (False, 1)]
