@@ -84,13 +84,13 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from reconciler.core.plan import plan
     from reconciler.manifests import load_directory, load_tree
     from reconciler.manifests.git import read_tree_at
-    from reconciler.service import actual_from_desired, make_plan
+    from reconciler.service import actual_from_desired, channels_from_desired, make_plan
 
     options = safety_options(args)
     if args.against_ref:
         base = load_tree(read_tree_at(args.manifests, args.against_ref))
         desired = load_directory(args.manifests)
-        plan_ = plan(desired, actual_from_desired(base), options)
+        plan_ = plan(desired, actual_from_desired(base), options, channels_from_desired(base))
     else:
         _, plan_ = make_plan(args.manifests, open_store(args.database), options)
     _emit_plan(args, plan_)

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from reconciler.core.model import RunSpec
 from reconciler.core.plan import Plan
 from reconciler.core.runtime import (
+    ActualChannel,
     ActualTask,
     ApplyRecord,
     GitRevision,
@@ -59,6 +60,9 @@ class TaskStore(Protocol):
         """Every live (not deleted) task, by name."""
 
     def get_task(self, name: str, *, include_deleted: bool = False) -> ActualTask | None: ...
+
+    def load_channels(self) -> list[ActualChannel]:
+        """Every channel (``kind: Channel``), by name; ``apply_plan`` writes them."""
 
     def get_tasks(self, names: Sequence[str]) -> list[ActualTask]:
         """The live tasks among ``names``, by name; unknown and deleted names are left out."""

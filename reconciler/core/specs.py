@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from reconciler.core.channels import ChannelManifest
 from reconciler.core.model import TaskManifest
 from reconciler.core.plan_document import PlanDocument
 
@@ -45,7 +46,14 @@ def plan_schema() -> dict[str, Any]:
     return {"$schema": SCHEMA_DIALECT, "$id": SCHEMA_BASE + "plan.schema.json", **schema}
 
 
-SPECS = {"task.schema.json": task_schema, "plan.schema.json": plan_schema}
+def channel_schema() -> dict[str, Any]:
+    schema = close_keyed_maps(
+        ChannelManifest.model_json_schema(by_alias=True, mode="validation"))
+    return {"$schema": SCHEMA_DIALECT, "$id": SCHEMA_BASE + "channel.schema.json", **schema}
+
+
+SPECS = {"task.schema.json": task_schema, "plan.schema.json": plan_schema,
+         "channel.schema.json": channel_schema}
 
 
 def render(schema: dict[str, Any]) -> str:

@@ -23,9 +23,10 @@ from typing import Any, Self
 
 from reconciler.core.clock import Clock, SystemClock
 from reconciler.core.errors import PlanRefusedError, StoreError, TaskNotFoundError
-from reconciler.core.plan import Action, Plan, TaskChange
+from reconciler.core.plan import Action, ChannelChange, Plan, TaskChange
 from reconciler.core.protocols import NewRun
 from reconciler.core.runtime import (
+    ActualChannel,
     ActualTask,
     ApplyRecord,
     GitRevision,
@@ -110,6 +111,7 @@ class MemoryStore:
         self.clock: Clock = clock or SystemClock()
         self._lock = threading.RLock()
         self._tasks: dict[str, _Task] = {}
+        self._channels: dict[str, ActualChannel] = {}
         self._runs: dict[int, RunRecord] = {}
         self._keys: dict[tuple[str, datetime, int], int] = {}
         self._applies: list[tuple[ApplyRecord, dict[str, Any]]] = []
@@ -145,6 +147,10 @@ class MemoryStore:
             live = [t for t in self._tasks.values() if t.deleted_at is None]
         return [t.actual() for t in sorted(live, key=lambda t: t.name)]
 
+    def load_channels(self) -> list[ActualChannel]:
+        with self._lock:
+            return [self._channels[name] for name in sorted(self._channels)]
+
     def get_task(self, name: str, *, include_deleted: bool = False) -> ActualTask | None:
         with self._lock:
             row = self._tasks.get(name)
@@ -176,6 +182,13 @@ class MemoryStore:
                 raise StoreError(
                     f"{describe_tasks(stale)} changed since the plan was made; plan again"
                 )
+            stale = [c.name for c in plan.channels if self._stale_channel(c)]
+            if stale:
+                raise StoreError(
+                    f"channel(s) {', '.join(stale)} changed since the plan was made; plan again"
+                )
+            for channel in plan.channels:
+                self._write_channel(channel, sha, at)
             for change in plan.creates:
                 self._create(change, sha, dirty, at)
             for change in plan.updates:
@@ -195,6 +208,26 @@ class MemoryStore:
             )
             self._applies.append((record, summary))
         return record
+
+    def _stale_channel(self, change: ChannelChange) -> bool:
+        row = self._channels.get(change.name)
+        if change.action is Action.CREATE:
+            return row is not None
+        if change.action in (Action.UPDATE, Action.DELETE):
+            assert change.actual is not None
+            return row is None or row.generation != change.actual.generation
+        return False
+
+    def _write_channel(self, change: ChannelChange, sha: str | None, at: datetime) -> None:
+        want, have = change.desired, change.actual
+        if change.action is Action.DELETE:
+            del self._channels[change.name]
+        elif change.action in (Action.CREATE, Action.UPDATE):
+            assert want is not None
+            generation = 1 if have is None else have.generation + (want.hash != have.hash)
+            self._channels[change.name] = ActualChannel(
+                want.name, json.loads(dumps_json(want.document)), want.hash, generation,
+                want.source_file, sha, at)
 
     def _stale(self, change: TaskChange) -> bool:
         """Whether a planned write no longer matches the row (the SQL store's guard)."""

@@ -16,6 +16,9 @@ identity maps and unit-of-work bookkeeping would only cost time.
 * ``applies``: an audit row per successful apply.
 * ``replicas``: one row per daemon process (id = its replica name): when it started,
   its last heartbeat, when it stopped, and the status document it last reported.
+* ``channels``: one row per live ``kind: Channel`` (where notifications go); apply
+  writes them with the tasks, in the same transaction; a deleted channel's row is
+  removed (nothing points at it).
 * ``audit``: one row per operator action through the HTTP API (trigger, suspend,
   resume, cancel): who (the token's name), when, on what, with which outcome.
 
@@ -161,5 +164,18 @@ audit = Table(
     Column("detail", json_type(), nullable=True),
     Index("ix_audit_at", "at"),
     Index("ix_audit_target", "target"),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+channels = Table(
+    "channels",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("document", json_type(), nullable=False),
+    Column("spec_hash", String(64), nullable=False),
+    Column("generation", Integer, nullable=False),
+    Column("source_file", String(1024), nullable=False),
+    Column("source_revision", String(64), nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
     **MYSQL_TABLE_OPTIONS,
 )

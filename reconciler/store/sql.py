@@ -75,6 +75,7 @@ from sqlalchemy.engine import Engine
 
 from reconciler.core.protocols import Store
 from reconciler.store.sql_audit import SQLAudit, SQLReplicas
+from reconciler.store.sql_channels import SQLChannels
 from reconciler.store.sql_reads import SQLReads
 from reconciler.store.sql_runs import RUN_UPDATE_COLUMNS, SQLRuns
 from reconciler.store.sql_tasks import SCHEDULE_COLUMNS, SQLTasks
@@ -82,7 +83,7 @@ from reconciler.store.sql_tasks import SCHEDULE_COLUMNS, SQLTasks
 __all__ = ["RUN_UPDATE_COLUMNS", "SCHEDULE_COLUMNS", "DatabaseStore", "SQLStore"]
 
 
-class SQLStore(SQLTasks, SQLRuns, SQLReads, SQLAudit, SQLReplicas):
+class SQLStore(SQLTasks, SQLChannels, SQLRuns, SQLReads, SQLAudit, SQLReplicas):
     """The runtime store on a SQLAlchemy engine (see the module docstring).
 
     ``SQLStore(url)`` connects lazily (nothing happens until the first call); ``url``
