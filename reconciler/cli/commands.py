@@ -60,7 +60,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if desired.directory_missing and not desired.errors:
             print(f"{', '.join(paths)}: no such file or directory", file=sys.stderr)
         if desired.ok:
-            print(f"{len(desired.tasks)} task(s) in {len(desired.files)} file(s): valid")
+            channels = f", {len(desired.channels)} channel(s)" if desired.channels else ""
+            print(f"{len(desired.tasks)} task(s){channels} in {len(desired.files)} file(s): "
+                  "valid")
     return EXIT_OK if desired.ok else EXIT_ERROR
 
 
