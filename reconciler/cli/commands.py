@@ -255,6 +255,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         zookeeper_session_timeout=_duration_arg("--zookeeper-session-timeout",
                                                 args.zookeeper_session_timeout),
         unclaimed_grace=_duration_arg("--unclaimed-grace", args.unclaimed_grace),
+        notify_min_interval=_duration_arg("--notify-min-interval", args.notify_min_interval),
+        notify_backoff=_duration_arg("--notify-backoff", args.notify_backoff),
     )
     clock: Any = None
     if args.clock_offset_file:

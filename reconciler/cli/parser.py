@@ -185,6 +185,14 @@ def _run_command(sub: Subparsers, parents: Parents) -> None:
                    help="distributed mode: a slot a peer claimed but recorded nothing for "
                         "within this long is recorded missed (env RECONCILER_UNCLAIMED_GRACE, "
                         "default 30s)")
+    p.add_argument("--notify-min-interval",
+                   default=env("RECONCILER_NOTIFY_MIN_INTERVAL", "5m"),
+                   help="at most one notification per channel, task and event this often; "
+                        "the others are summed up in the next (env "
+                        "RECONCILER_NOTIFY_MIN_INTERVAL, default 5m)")
+    p.add_argument("--notify-backoff", default=env("RECONCILER_NOTIFY_BACKOFF", "10s"),
+                   help="wait before retrying a failed delivery, doubled per attempt up to "
+                        "1h; given up after 24h (env RECONCILER_NOTIFY_BACKOFF, default 10s)")
 
 
 def _observe_commands(sub: Subparsers, parents: Parents) -> None:

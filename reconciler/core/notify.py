@@ -28,7 +28,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from reconciler.core.model import DEFAULT_NOTIFY_ON, NotifyEvent
+from reconciler.core.model import DEFAULT_NOTIFY_ON, NotifyEvent, TaskManifest
+from reconciler.core.outbox import NewNotification
 from reconciler.core.runtime import RunRecord, RunStatus
 from reconciler.core.selectors import parse_selector
 
@@ -149,3 +150,27 @@ def notification_event(
         ),
         at=at,
     )
+
+
+def notify_rules(manifest: TaskManifest) -> list[dict[str, Any]]:
+    """A task's ``spec.notify`` as :func:`route` takes it."""
+    return [{"channel": r.channel, "on": [NotifyEvent(e).value for e in r.on]}
+            for r in manifest.spec.notify]
+
+
+def outbox_rows(
+    run: RunRecord, pairs: Sequence[tuple[str, NotifyEvent]], labels: Mapping[str, str],
+    at: datetime,
+) -> list[NewNotification]:
+    """The outbox rows of ``run`` for the ``(channel, event)`` pairs :func:`route` chose:
+    one per pair, each with the event's JSON (one event built once per kind)."""
+    bodies: dict[NotifyEvent, NotificationEvent] = {}
+    out = []
+    for channel, event in pairs:
+        if event not in bodies:
+            bodies[event] = notification_event(run, event, labels, at)
+        body = bodies[event]
+        out.append(NewNotification(channel=channel, task_name=run.task_name, event=event.value,
+                                   event_id=body.id, body=body.model_dump(mode="json"),
+                                   created_at=at, run_id=run.id))
+    return out

@@ -60,6 +60,7 @@ from reconciler.core.scheduling import (
     decide_trigger,
     recover_missed,
 )
+from reconciler.daemon.notices import Notices
 from reconciler.daemon.recorder import Recorder
 from reconciler.daemon.runs import (
     STARTS,
@@ -94,6 +95,7 @@ class Scheduler:
         on_run_finished: Callable[[RunRecord], None] | None = None,
         listener: SchedulerListener | None = None,
         clock_refusal: Callable[[], str | None] | None = None,
+        notices: Notices | None = None,
     ) -> None:
         self.store = store
         self.worker = worker
@@ -115,8 +117,14 @@ class Scheduler:
         #: Distributed mode: why this replica's clock must not be trusted now (None: it
         #: may be). While it says so, slots are neither claimed nor recorded here.
         self.clock_refusal = clock_refusal
+        #: Writes run ends and slot rows with their notifications (none without channels)
+        self.notices = notices or Notices(store, clock)
         self.recorder = Recorder(store, worker, clock, self.listener,
-                                 self.config.max_deferred_rows)
+                                 self.config.max_deferred_rows, self.notices, self.policy_of)
+
+    def policy_of(self, name: str) -> TaskPolicy | None:
+        state = self.tasks.get(name)  # also called on the store worker's thread
+        return None if state is None else state.policy
 
     @property
     def write_error(self) -> str | None:
@@ -442,7 +450,7 @@ class Scheduler:
             ))
             starts.append((state, claim))
         try:
-            records = await self.worker.call(self.store.insert_runs, rows)
+            records = await self.worker.call(self.notices.insert_runs, rows, self.policy_of)
             self.wrote()
         except ReconcilerError as exc:
             # No run starts without its row (exactly once over liveness); the slots are
@@ -565,17 +573,21 @@ class Scheduler:
         if reason is not None:  # else keep the row's ("triggered by ...", a catch-up's)
             values["reason"] = reason
         reason = reason or record.reason
+        retry_at = (None if status is RunStatus.SUCCEEDED
+                    else decide_retry(policy, status, record.attempt, finished))
+        retrying = (retry_at is not None and self.accepting
+                    and self.tasks.get(policy.name) is state)
+        end = functools.partial(self.notices.finish_run, record, policy, retrying,
+                                active.claim.token, values)
         try:
-            await self.worker.call(
-                self.store.update_run, record.id, fencing_token=active.claim.token, **values
-            )
+            await self.worker.call(end)  # the status and its notifications, together
         except ReconcilerError as exc:
             # Retried at every flush: left "running", a peer would mark the run abandoned
             # (and retry it where the policy says so: the slot would run twice).
             self.recorder.write_failed(exc, logging.ERROR,
                                "task %s: could not record the end of run %d yet: %s",
                                policy.name, record.id, exc)
-            self.recorder.unrecorded(record.id, active.claim.token, values)
+            self.recorder.unrecorded(record.id, status, end)
         finally:
             state.active.pop(record.id, None)
             active.done = True
@@ -588,11 +600,7 @@ class Scheduler:
         ))
         if status is RunStatus.SUCCEEDED:
             self.recorder.state(policy.name, "last_success_at", finished)
-        elif (
-            (retry_at := decide_retry(policy, status, record.attempt, finished)) is not None
-            and self.accepting
-            and self.tasks.get(policy.name) is state
-        ):
+        elif retrying and retry_at is not None:
             self.timeline.add_retry(policy.name, retry_at, record.slot,
                                     record.attempt + 1, policy.generation)
         state.finished_since_prune += 1

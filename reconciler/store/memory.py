@@ -4,7 +4,8 @@ It keeps the semantics of :class:`~reconciler.store.sql.SQLStore` (the same cont
 suite runs against both): one winner per ``(task, slot, attempt)``, fencing tokens,
 generations, tombstones and resurrection in ``apply_plan``, overrides and their
 marker, the conditions of ``claim_pending_run`` and ``abandon_runs``, pruning rules,
-the audit log and the replicas' rows. Naive datetimes are refused with ``ValueError``
+the audit log, the replicas' rows and the notification outbox
+(:mod:`reconciler.store.memory_outbox`). Naive datetimes are refused with ``ValueError``
 like on SQL; documents and audit details are stored as JSON, so callers get copies.
 
 Nothing is kept across restarts, and nothing is shared between processes: a daemon
@@ -23,6 +24,7 @@ from typing import Any, Self
 
 from reconciler.core.clock import Clock, SystemClock
 from reconciler.core.errors import PlanRefusedError, StoreError, TaskNotFoundError
+from reconciler.core.outbox import NotifyBuilder
 from reconciler.core.plan import Action, ChannelChange, Plan, TaskChange
 from reconciler.core.protocols import NewRun
 from reconciler.core.runtime import (
@@ -35,6 +37,7 @@ from reconciler.core.runtime import (
     SuspendOverride,
     Trigger,
 )
+from reconciler.store.memory_outbox import MemoryOutbox
 from reconciler.store.sql_audit import replica_identity
 from reconciler.store.sql_base import ACTIVE_STATUSES, check_aware
 from reconciler.store.sql_reads import EXECUTED_STATUSES
@@ -104,7 +107,7 @@ def _copy_json(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return None if value is None else dict(json.loads(dumps_json(dict(value))))
 
 
-class MemoryStore:
+class MemoryStore(MemoryOutbox):
     """Every port of :class:`~reconciler.core.protocols.Store`, in memory (see above)."""
 
     def __init__(self, *, clock: Clock | None = None) -> None:
@@ -118,6 +121,7 @@ class MemoryStore:
         self._audit: list[dict[str, Any]] = []
         self._replicas: dict[str, dict[str, Any]] = {}
         self._next_run_id = 1
+        MemoryOutbox.__init__(self)
 
     url = MEMORY_URL
     dialect = "memory"
@@ -301,14 +305,25 @@ class MemoryStore:
             raise duplicate_run_error(run)
         return record
 
-    def insert_runs(self, batch: Sequence[NewRun]) -> list[RunRecord | None]:
+    def insert_runs(
+        self, batch: Sequence[NewRun], *, notify: NotifyBuilder | None = None
+    ) -> list[RunRecord | None]:
         if not batch:
             return []
         now = self.clock.now()
         for run in batch:  # refuse a bad value before anything is written
             check_aware(slot=run.slot, started_at=run.started_at, finished_at=run.finished_at)
         with self._lock:
-            return [self._insert(run, now) for run in batch]
+            before = (dict(self._runs), dict(self._keys), self._next_run_id)
+            out = [self._insert(run, now) for run in batch]
+            try:
+                rows = [n for r in out if r is not None and notify is not None
+                        for n in notify(r)]
+                self._write_outbox(rows)
+            except BaseException:  # one transaction: the runs go with their notifications
+                self._runs, self._keys, self._next_run_id = before
+                raise
+            return out
 
     def _insert(self, run: NewRun, created_at: datetime) -> RunRecord | None:
         """Insert (lock held); ``None`` when (task, slot, attempt) is taken."""
@@ -329,7 +344,10 @@ class MemoryStore:
         self._runs[record.id] = record
         return record
 
-    def update_run(self, run_id: int, *, fencing_token: int | None = None, **values: Any) -> bool:
+    def update_run(
+        self, run_id: int, *, fencing_token: int | None = None,
+        notify: NotifyBuilder | None = None, **values: Any,
+    ) -> bool:
         check_run_columns(values)
         if "status" in values:
             values["status"] = RunStatus(values["status"])
@@ -346,7 +364,10 @@ class MemoryStore:
                 if record.fencing_token is not None and record.fencing_token > fencing_token:
                     return False
                 values["fencing_token"] = fencing_token
-            self._runs[run_id] = replace(record, **values)
+            updated = replace(record, **values)
+            rows = () if notify is None else notify(updated)  # raises: nothing written
+            self._write_outbox(rows)  # all or nothing, before the run's row
+            self._runs[run_id] = updated
             return True
 
     def get_run(self, run_id: int) -> RunRecord | None:
