@@ -16,6 +16,7 @@ from reconciler.cli.common import (
     EXIT_CHANGES,
     EXIT_ERROR,
     EXIT_OK,
+    emit_notifications,
     emit_runs,
     emit_task_rows,
     env,
@@ -349,6 +350,43 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     runs = store.list_runs(args.name, limit=args.limit)
     return emit_runs(args, [run_doc(r) for r in runs], task.time_zone)
+
+
+def cmd_notifications(args: argparse.Namespace) -> int:
+    from reconciler.api.views import notification_doc  # the API's wire format
+    from reconciler.core.outbox import OutboxStatus
+
+    store = open_store(args.database)
+    rows = store.list_notifications(args.task, limit=args.limit)
+    backlog = store.notification_counts().get(OutboxStatus.PENDING.value, 0)
+    return emit_notifications(args, {"items": [notification_doc(r) for r in rows],
+                                     "backlog": backlog})
+
+
+def cmd_notify(args: argparse.Namespace) -> int:
+    """``notify test CHANNEL``: a test event through the sender's delivery code, with
+    this process's environment (secrets by ``fromEnv`` must be set here too)."""
+    import asyncio
+
+    from reconciler.core.notify import test_event
+    from reconciler.executors.delivery import Deliverer
+
+    store = open_store(args.database)
+    channel = next((c for c in store.load_channels() if c.name == args.channel), None)
+    if channel is None:
+        known = ", ".join(c.name for c in store.load_channels()) or "none"
+        print(f"error: channel {args.channel!r} not found (applied channels: {known})",
+              file=sys.stderr)
+        return EXIT_ERROR
+    event = test_event(channel.name, datetime.now(UTC)).model_dump(mode="json")
+    result = asyncio.run(Deliverer().deliver(channel.document, event))
+    if result.ok:
+        code = f" (HTTP {result.status_code})" if result.status_code else ""
+        print(f"test notification sent to {channel.name}{code}")
+        return EXIT_OK
+    print(f"error: test notification to {channel.name} failed: {result.error}",
+          file=sys.stderr)
+    return EXIT_ERROR
 
 
 def cmd_logs(args: argparse.Namespace) -> int:

@@ -206,6 +206,16 @@ def _observe_commands(sub: Subparsers, parents: Parents) -> None:
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
 
+    p = sub.add_parser("notifications", parents=[db, remote],
+                       help="notifications: sent, waiting for delivery, failed")
+    p.add_argument("--task", default=None, help="only this task's")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+
+    p = sub.add_parser("notify", parents=[db], help="send a test notification")
+    p.add_argument("action", choices=["test"])
+    p.add_argument("channel", help="metadata.name of a kind: Channel (as applied)")
+
     p = sub.add_parser("logs", parents=[db, remote], help="print the output of a run")
     p.add_argument("run_id", type=int)
     p.add_argument("-f", "--follow", action="store_true",

@@ -174,3 +174,17 @@ def outbox_rows(
                                    event_id=body.id, body=body.model_dump(mode="json"),
                                    created_at=at, run_id=run.id))
     return out
+
+
+def test_event(channel: str, at: datetime) -> NotificationEvent:
+    """What ``reconciler notify test CHANNEL`` sends: a ``succeeded`` event of a task
+    named ``notify-test`` whose reason says it is a test."""
+    return NotificationEvent(
+        id=f"notify-test/{at.isoformat()}/0/{NotifyEvent.SUCCEEDED.value}",
+        event=NotifyEvent.SUCCEEDED, task="notify-test", labels={},
+        run=NotificationRun(id=0, status="succeeded", slot=at, attempt=0, trigger="manual",
+                            started_at=at, finished_at=at, exit_code=0,
+                            reason=f"a test notification to channel {channel} "
+                                   "(reconciler notify test)"),
+        at=at,
+    )

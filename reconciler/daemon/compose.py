@@ -64,11 +64,13 @@ def build_daemon(config: DaemonConfig, *, clock: Clock | None = None,
     cluster = _cluster(config, clock, store, claim_lost)
     claimer: Claimer = (InProcessClaimer() if cluster is None
                         else SkewGuardedClaimer(cluster.claimer, cluster.skew_guard))
-    observer = ApiObserver(TaskIndex(), Metrics(), EventHub())
+    metrics = Metrics()
+    observer = ApiObserver(TaskIndex(), metrics, EventHub())
     sender = NotificationSender(
         store, clock,
         SenderConfig(replica=config.replica, min_interval=config.notify_min_interval,
                      backoff=config.notify_backoff, takeover_at_start=cluster is None),
+        on_result=metrics.notification_result, on_backlog=metrics.set_notification_backlog,
     )
     notices = Notices(store, clock, channels=store.load_channels, wake=sender.wake)
     scheduler = Scheduler(

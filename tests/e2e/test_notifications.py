@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from reconciler.core.outbox import OutboxStatus
@@ -43,7 +44,7 @@ class Receiver:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with outer._lock:
                     outer.received.append((time.time(), dict(self.headers.items()), body))
@@ -127,6 +128,45 @@ def test_a_failure_reaches_the_receiver_within_2s_signed(
     assert event["id"] == f"fail/{run.slot.isoformat()}/{attempt}/failed" and slot
 
 
+def test_surfaces_cli_api_metrics_and_a_test_event(
+        notifying: DaemonProcess, receiver: Receiver) -> None:
+    daemon = notifying
+    receiver.up()
+    setup(daemon, receiver, "@yearly")
+    daemon.start()
+    assert daemon.cli("trigger", "fail").returncode == 0
+    wait_until(lambda: receiver.received, timeout=15, what="the notification")
+    server = f"http://127.0.0.1:{daemon.port}"
+    wait_until(lambda: httpx.get(f"{server}/api/v1/notifications", timeout=5).json()
+               ["items"][0]["status"] == "sent", what="the row marked sent")
+    # one wire format: the API, the CLI against the server and against the database
+    api = httpx.get(f"{server}/api/v1/notifications", params={"task": "fail"},
+                    timeout=5).json()
+    remote = daemon.cli("notifications", "--task", "fail", "-o", "json", "--server", server)
+    local = daemon.cli("notifications", "--task", "fail", "-o", "json")
+    assert json.loads(remote.stdout) == json.loads(local.stdout) == api
+    (item,) = api["items"]
+    assert (item["event"], item["channel"], item["attempts"], item["lastStatusCode"]) == (
+        "failed", "hook", 1, 204)
+    assert api["backlog"] == 0
+    text = daemon.cli("notifications").stdout
+    assert "fail" in text and "sent" in text and "0 waiting for delivery" in text
+    metrics = httpx.get(f"{server}/metrics", timeout=5).text
+    assert ('reconciler_notifications_total{channel="hook",event="failed",status="sent"} 1.0'
+            in metrics)
+    assert "reconciler_notification_backlog 0.0" in metrics
+    # a test event through the same delivery code
+    res = daemon.cli("notify", "test", "hook")
+    assert res.returncode == 0 and "sent to hook (HTTP 204)" in res.stdout, res.stderr
+    _, headers, body = receiver.received[-1]
+    assert json.loads(body)["task"] == "notify-test"
+    expected = hmac.new(KEY.encode(), body, hashlib.sha256).hexdigest()
+    assert headers["X-Reconciler-Signature"] == f"sha256={expected}"
+    res = daemon.cli("notify", "test", "nope")
+    assert res.returncode == 1 and "channel 'nope' not found (applied channels: hook)" in (
+        res.stderr)
+
+
 def test_receiver_down_then_up_loses_nothing(
         notifying: DaemonProcess, receiver: Receiver) -> None:
     daemon = notifying
@@ -164,4 +204,5 @@ def test_kill_9_with_events_in_the_outbox_delivers_them_after_restart(
     # the backoff doubles per attempt: the last retry can be a few seconds away
     wait_until(lambda: waiting <= set(receiver.ids()), timeout=30,
                what="every event of the killed daemon to arrive")
-    assert waiting <= outbox_ids(daemon, OutboxStatus.SENT)
+    wait_until(lambda: waiting <= outbox_ids(daemon, OutboxStatus.SENT), timeout=5,
+               what="the rows recorded sent")
