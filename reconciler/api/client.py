@@ -110,6 +110,11 @@ class ApiClient:
                                        limit=limit)["items"]
         return items
 
+    def notifications(self, task: str | None = None, limit: int = 50) -> dict[str, Any]:
+        """``{"items": [NotificationDoc...], "backlog": N}``."""
+        doc: dict[str, Any] = self.get("/notifications", task=task, limit=limit)
+        return doc
+
     def run(self, run_id: int) -> RunDoc:
         doc: RunDoc = self.get(f"/runs/{run_id}")
         return doc

@@ -21,7 +21,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.api.selectors import Selector
 from reconciler.api.views import (
     iso,
     local_iso,
@@ -33,6 +32,7 @@ from reconciler.api.views import (
 from reconciler.core.protocols import Store
 from reconciler.core.runtime import ActualTask, RunRecord, RunStatus
 from reconciler.core.schedule import Schedule
+from reconciler.core.selectors import Selector
 
 YIELD_EVERY = 25  # fragments rendered between yields: about a millisecond of loop time
 FAILING = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED})

@@ -21,6 +21,10 @@ sets :meth:`Metrics.set_writer` and :meth:`Metrics.set_zookeeper_state`.
 ``reconciler_is_writer``                        1 when this replica fires slots
 ``reconciler_zookeeper_state{state}``           1 for the current ZooKeeper session state
 ``reconciler_next_fire_timestamp_seconds{task}`` next slot (absent while suspended)
+``reconciler_notifications_total{channel,event,status}`` delivery attempts of notifications:
+                                                ``sent``, ``retry`` (failed, tried again) or
+                                                ``failed`` (given up after 24 h)
+``reconciler_notification_backlog``             notifications waiting to be delivered
 ==============================================  =============================================
 
 Three more per-task gauges serve the "no success within the expected interval" alert:
@@ -126,12 +130,25 @@ class Metrics:
             "reconciler_task_created_timestamp_seconds",
             "Unix time the task was created (its row in the table).", ["task"], registry=r)
         self._tasks: set[str] = set()  # tasks whose series exist (loaded, not deleted)
+        self.notifications = Counter(
+            "reconciler_notifications", "Notification delivery attempts by outcome.",
+            ["channel", "event", "status"], registry=r)
+        self.notification_backlog = Gauge(
+            "reconciler_notification_backlog", "Notifications waiting to be delivered.",
+            registry=r)
         for state in TASK_STATES:
             self.tasks.labels(state).set(0)
         self.set_writer(True)
         self.set_zookeeper_state("disabled")
 
     # ------------------------------------------------------------- setters (public)
+
+    def notification_result(self, channel: str, event: str, status: str) -> None:
+        """One delivery attempt (from the sender's thread; the client is thread-safe)."""
+        self.notifications.labels(channel, event, status).inc()
+
+    def set_notification_backlog(self, pending: int) -> None:
+        self.notification_backlog.set(pending)
 
     def set_writer(self, writer: bool) -> None:
         self.is_writer.set(1 if writer else 0)

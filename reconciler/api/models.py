@@ -242,6 +242,33 @@ class Status(_Doc):
     replicas: list[Replica]
 
 
+class Notification(_Doc):
+    """A notification in the outbox (the same keys as ``reconciler notifications -o
+    json``)."""
+
+    id: int
+    channel: str
+    task: str
+    event: str
+    eventId: str = Field(description="The event's stable id: task/slot/attempt/event.")
+    runId: int | None
+    status: Literal["pending", "sent", "failed", "grouped"] = Field(
+        description="grouped: folded into the message of notification groupedInto.")
+    attempts: int
+    repeats: int = Field(description="Events folded into this message.")
+    createdAt: str
+    nextAttemptAt: str | None = Field(description="The next attempt (pending only).")
+    sentAt: str | None
+    lastStatusCode: int | None
+    lastError: str | None
+    groupedInto: int | None
+
+
+class NotificationList(_Doc):
+    items: list[Notification]
+    backlog: int = Field(description="Notifications waiting to be delivered.")
+
+
 class AuditEntry(_Doc):
     id: int
     at: str

@@ -13,7 +13,8 @@ from reconciler import __version__
 from reconciler.api import models
 from reconciler.api.deps import Ctx, Read, json
 from reconciler.api.security import OPTIONAL_AUTH, Reader
-from reconciler.api.views import iso
+from reconciler.api.views import iso, notification_doc
+from reconciler.core.outbox import OutboxStatus
 from reconciler.core.redaction import redact
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -86,6 +87,22 @@ async def get_audit(
     rows = await read(c.store.list_audit, limit=limit, target=target)
     return json({"items": [{**r, "at": iso(r["at"]), "detail": redact(r["detail"])}
                            for r in rows]})
+
+
+@router.get("/api/v1/notifications",
+            openapi_extra=OPTIONAL_AUTH, tags=["status"], response_model=models.NotificationList,
+            summary="Notifications in the outbox (sent, waiting, failed), newest first")
+async def get_notifications(
+    _: Reader,
+    c: Ctx,
+    read: Read,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    task: Annotated[str | None, Query(max_length=63)] = None,
+) -> JSONResponse:
+    rows = await read(c.store.list_notifications, task, limit=limit)
+    counts = await read(c.store.notification_counts)
+    return json({"items": [notification_doc(r) for r in rows],
+                 "backlog": counts.get(OutboxStatus.PENDING.value, 0)})
 
 
 @router.get("/api/v1/events",

@@ -13,13 +13,13 @@ from reconciler.api.deps import Ctx, Read, TaskName, json
 from reconciler.api.errors import ApiError
 from reconciler.api.index import STATES
 from reconciler.api.security import OPTIONAL_AUTH, Reader
-from reconciler.api.selectors import SelectorError, parse_selector
 from reconciler.api.views import RunDoc, iso, local_iso, override_doc, redacted_spec, run_doc
 from reconciler.core.errors import ReconcilerError, TaskNotFoundError
 from reconciler.core.protocols import ReadModel
 from reconciler.core.redaction import redact
 from reconciler.core.runtime import RunStatus
 from reconciler.core.schedule import Schedule
+from reconciler.core.selectors import SelectorError, parse_selector
 
 NEXT_FIRE_COUNT = 5
 COUNTS_TTL_S = 5.0  # run counts are cached per task until a run event, at most this long

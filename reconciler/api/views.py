@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from reconciler.core.errors import ReconcilerError
 from reconciler.core.model import RUN_TARGETS
+from reconciler.core.outbox import NotificationRecord, OutboxStatus
 from reconciler.core.redaction import redact
 from reconciler.core.runtime import ActualTask, RunRecord
 from reconciler.core.schedule import describe
@@ -89,6 +90,50 @@ class RunDoc(TypedDict):
     progressMessage: str | None
     generation: int | None
     live: bool
+
+
+class NotificationDoc(TypedDict):
+    """A notification's outbox row on the wire: ``GET /api/v1/notifications``,
+    ``api/client.py`` and ``reconciler notifications -o json`` (against the database or
+    a server), built by :func:`notification_doc` only (``models.Notification``)."""
+
+    id: int
+    channel: str
+    task: str
+    event: str
+    eventId: str
+    runId: int | None
+    status: str
+    attempts: int
+    repeats: int
+    createdAt: str
+    nextAttemptAt: str | None
+    sentAt: str | None
+    lastStatusCode: int | None
+    lastError: str | None
+    groupedInto: int | None
+
+
+def notification_doc(record: NotificationRecord) -> NotificationDoc:
+    """The one place an outbox row becomes JSON (see :class:`NotificationDoc`)."""
+    waiting = record.status is OutboxStatus.PENDING
+    return {
+        "id": record.id,
+        "channel": record.channel,
+        "task": record.task_name,
+        "event": record.event,
+        "eventId": record.event_id,
+        "runId": record.run_id,
+        "status": record.status.value,
+        "attempts": record.attempts,
+        "repeats": record.repeats,
+        "createdAt": record.created_at.isoformat(),
+        "nextAttemptAt": iso(record.next_attempt_at) if waiting else None,
+        "sentAt": iso(record.sent_at),
+        "lastStatusCode": record.last_status_code,
+        "lastError": record.last_error,
+        "groupedInto": record.grouped_into,
+    }
 
 
 class RunDetailDoc(RunDoc):

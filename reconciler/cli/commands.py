@@ -16,6 +16,7 @@ from reconciler.cli.common import (
     EXIT_CHANGES,
     EXIT_ERROR,
     EXIT_OK,
+    emit_notifications,
     emit_runs,
     emit_task_list,
     env,
@@ -60,7 +61,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if desired.directory_missing and not desired.errors:
             print(f"{', '.join(paths)}: no such file or directory", file=sys.stderr)
         if desired.ok:
-            print(f"{len(desired.tasks)} task(s) in {len(desired.files)} file(s): valid")
+            channels = f", {len(desired.channels)} channel(s)" if desired.channels else ""
+            print(f"{len(desired.tasks)} task(s){channels} in {len(desired.files)} file(s): "
+                  "valid")
     return EXIT_OK if desired.ok else EXIT_ERROR
 
 
@@ -84,13 +87,13 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from reconciler.core.plan import plan
     from reconciler.manifests import load_directory, load_tree
     from reconciler.manifests.git import read_tree_at
-    from reconciler.service import actual_from_desired, make_plan
+    from reconciler.service import actual_from_desired, channels_from_desired, make_plan
 
     options = safety_options(args)
     if args.against_ref:
         base = load_tree(read_tree_at(args.manifests, args.against_ref))
         desired = load_directory(args.manifests)
-        plan_ = plan(desired, actual_from_desired(base), options)
+        plan_ = plan(desired, actual_from_desired(base), options, channels_from_desired(base))
     else:
         _, plan_ = make_plan(args.manifests, open_store(args.database), options)
     _emit_plan(args, plan_)
@@ -225,6 +228,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         zookeeper_session_timeout=_duration_arg("--zookeeper-session-timeout",
                                                 args.zookeeper_session_timeout),
         unclaimed_grace=_duration_arg("--unclaimed-grace", args.unclaimed_grace),
+        notify_min_interval=_duration_arg("--notify-min-interval", args.notify_min_interval),
+        notify_backoff=_duration_arg("--notify-backoff", args.notify_backoff),
     )
     clock: Any = None
     if args.clock_offset_file:
@@ -317,6 +322,43 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     runs = store.list_runs(args.name, limit=args.limit)
     return emit_runs(args, [run_doc(r) for r in runs], task.time_zone)
+
+
+def cmd_notifications(args: argparse.Namespace) -> int:
+    from reconciler.api.views import notification_doc  # the API's wire format
+    from reconciler.core.outbox import OutboxStatus
+
+    store = open_store(args.database)
+    rows = store.list_notifications(args.task, limit=args.limit)
+    backlog = store.notification_counts().get(OutboxStatus.PENDING.value, 0)
+    return emit_notifications(args, {"items": [notification_doc(r) for r in rows],
+                                     "backlog": backlog})
+
+
+def cmd_notify(args: argparse.Namespace) -> int:
+    """``notify test CHANNEL``: a test event through the sender's delivery code, with
+    this process's environment (secrets by ``fromEnv`` must be set here too)."""
+    import asyncio
+
+    from reconciler.core.notify import test_event
+    from reconciler.executors.delivery import Deliverer
+
+    store = open_store(args.database)
+    channel = next((c for c in store.load_channels() if c.name == args.channel), None)
+    if channel is None:
+        known = ", ".join(c.name for c in store.load_channels()) or "none"
+        print(f"error: channel {args.channel!r} not found (applied channels: {known})",
+              file=sys.stderr)
+        return EXIT_ERROR
+    event = test_event(channel.name, datetime.now(UTC)).model_dump(mode="json")
+    result = asyncio.run(Deliverer().deliver(channel.document, event))
+    if result.ok:
+        code = f" (HTTP {result.status_code})" if result.status_code else ""
+        print(f"test notification sent to {channel.name}{code}")
+        return EXIT_OK
+    print(f"error: test notification to {channel.name} failed: {result.error}",
+          file=sys.stderr)
+    return EXIT_ERROR
 
 
 def cmd_logs(args: argparse.Namespace) -> int:

@@ -105,3 +105,27 @@ def emit_runs(args: argparse.Namespace, runs: Sequence[RunDoc], zone: str) -> in
     print(table(["ID", "SLOT", "ATTEMPT", "TRIGGER", "STATUS", "LATENESS", "DURATION", "EXIT",
                  "INFO"], rows))
     return EXIT_OK
+
+
+def emit_notifications(args: argparse.Namespace, doc: dict[str, Any]) -> int:
+    """``reconciler notifications``: ``doc`` is the API's ``NotificationList``."""
+    from reconciler.cli.output import fmt_time, table
+
+    if args.output == "json":
+        print_json(doc)
+        return EXIT_OK
+    rows = []
+    for n in doc["items"]:
+        when = n["sentAt"] or n["nextAttemptAt"] or n["createdAt"]
+        info = n["lastError"] or ("" if n["groupedInto"] is None
+                                  else f"in the message of {n['groupedInto']}")
+        if n["repeats"]:
+            info = f"and {n['repeats']} more; {info}".rstrip("; ")
+        rows.append([str(n["id"]), n["task"], n["event"], n["channel"], n["status"],
+                     str(n["attempts"]), fmt_time(datetime.fromisoformat(when), "UTC"),
+                     "-" if n["lastStatusCode"] is None else str(n["lastStatusCode"]),
+                     info.splitlines()[0][:80] if info else ""])
+    print(table(["ID", "TASK", "EVENT", "CHANNEL", "STATUS", "ATTEMPTS", "AT", "CODE", "INFO"],
+                rows))
+    print(f"{doc['backlog']} waiting for delivery")
+    return EXIT_OK

@@ -10,7 +10,8 @@ from datetime import datetime
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from reconciler.core.plan import UNSET, Action, Plan
+from reconciler.core.channels import channel_type
+from reconciler.core.plan import UNSET, Action, FieldChange, Plan
 from reconciler.core.redaction import redact_change
 
 
@@ -32,14 +33,12 @@ def render_plan(plan: Plan) -> str:
             )
         elif change.action is Action.UPDATE:
             lines.append(f"~ {change.name}")
-            for f in change.changes:
-                old, new, masked = redact_change(f.path, f.old, f.new)
-                secret = " (secrets masked)" if masked else ""
-                lines.append(f"    ~ {f.path}: {fmt_value(old)} -> {fmt_value(new)}{secret}")
+            lines += _field_lines(change.changes)
         elif change.action is Action.DELETE:
             a = change.actual
             assert a is not None
             lines.append(f"- {change.name}  (was in {a.source_file})")
+    lines += _channel_lines(plan)
     for error in plan.errors:
         lines.append(f"! {error} (tasks kept)")
     kept = plan.kept
@@ -53,10 +52,47 @@ def render_plan(plan: Plan) -> str:
         lines.append(
             f"Plan: {plan.count(Action.CREATE)} to create, {plan.count(Action.UPDATE)} to update, "
             f"{plan.count(Action.DELETE)} to delete, {plan.count(Action.UNCHANGED)} unchanged."
+            + _channel_counts(plan)
         )
     else:
         lines.append("No changes.")
     return "\n".join(lines)
+
+
+def _field_lines(changes: Sequence[FieldChange]) -> list[str]:
+    lines = []
+    for f in changes:
+        old, new, masked = redact_change(f.path, f.old, f.new)
+        secret = " (secrets masked)" if masked else ""
+        lines.append(f"    ~ {f.path}: {fmt_value(old)} -> {fmt_value(new)}{secret}")
+    return lines
+
+
+def _channel_lines(plan: Plan) -> list[str]:
+    """``+ channel NAME`` / ``~`` / ``-`` lines, field changes with secrets masked."""
+    lines = []
+    for change in plan.channels:
+        source = change.desired or change.actual
+        assert source is not None
+        kind = channel_type(source.document)
+        if change.action is Action.CREATE:
+            lines.append(f"+ channel {change.name}  {kind}  from {source.source_file}")
+        elif change.action is Action.UPDATE:
+            lines.append(f"~ channel {change.name}")
+            lines += _field_lines(change.changes)
+        elif change.action is Action.DELETE:
+            lines.append(f"- channel {change.name}  (was in {source.source_file})")
+        elif change.action is Action.KEEP:
+            lines.append(f"= channel {change.name} kept: {change.reason}")
+    return lines
+
+
+def _channel_counts(plan: Plan) -> str:
+    counts = [(len(plan.channels_of(a)), word) for a, word in
+              ((Action.CREATE, "created"), (Action.UPDATE, "updated"),
+               (Action.DELETE, "deleted"))]
+    shown = [f"{n} {word}" for n, word in counts if n]
+    return f" Channels: {', '.join(shown)}." if shown else ""
 
 
 def fmt_time(instant: datetime | None, zone: str = "UTC") -> str:

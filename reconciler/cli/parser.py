@@ -185,6 +185,14 @@ def _run_command(sub: Subparsers, parents: Parents) -> None:
                    help="distributed mode: a slot a peer claimed but recorded nothing for "
                         "within this long is recorded missed (env RECONCILER_UNCLAIMED_GRACE, "
                         "default 30s)")
+    p.add_argument("--notify-min-interval",
+                   default=env("RECONCILER_NOTIFY_MIN_INTERVAL", "5m"),
+                   help="at most one notification per channel, task and event this often; "
+                        "the others are summed up in the next (env "
+                        "RECONCILER_NOTIFY_MIN_INTERVAL, default 5m)")
+    p.add_argument("--notify-backoff", default=env("RECONCILER_NOTIFY_BACKOFF", "10s"),
+                   help="wait before retrying a failed delivery, doubled per attempt up to "
+                        "1h; given up after 24h (env RECONCILER_NOTIFY_BACKOFF, default 10s)")
 
 
 def _observe_commands(sub: Subparsers, parents: Parents) -> None:
@@ -197,6 +205,16 @@ def _observe_commands(sub: Subparsers, parents: Parents) -> None:
     p.add_argument("name")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+
+    p = sub.add_parser("notifications", parents=[db, remote],
+                       help="notifications: sent, waiting for delivery, failed")
+    p.add_argument("--task", default=None, help="only this task's")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+
+    p = sub.add_parser("notify", parents=[db], help="send a test notification")
+    p.add_argument("action", choices=["test"])
+    p.add_argument("channel", help="metadata.name of a kind: Channel (as applied)")
 
     p = sub.add_parser("logs", parents=[db, remote], help="print the output of a run")
     p.add_argument("run_id", type=int)

@@ -8,7 +8,14 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from reconciler.cli.common import EXIT_ERROR, EXIT_OK, emit_runs, emit_task_list, print_json
+from reconciler.cli.common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    emit_notifications,
+    emit_runs,
+    emit_task_list,
+    print_json,
+)
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -40,6 +47,12 @@ def remote_runs(args: argparse.Namespace) -> int:
                 if exc.status != 404:  # a deleted task: its runs, shown in UTC
                     raise
     return emit_runs(args, runs, zone)
+
+
+def remote_notifications(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        doc = client.notifications(args.task, args.limit)
+    return emit_notifications(args, doc)
 
 
 def remote_logs(args: argparse.Namespace) -> int:

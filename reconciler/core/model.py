@@ -192,6 +192,43 @@ class RunSpec(_Frozen):
         raise AssertionError("unreachable")  # pragma: no cover
 
 
+class NotifyEvent(enum.StrEnum):
+    """What happened to a task that a channel can be told about."""
+
+    FAILED = "failed"  # the last attempt of a slot failed (no retry left)
+    TIMED_OUT = "timed_out"
+    ABANDONED = "abandoned"
+    MISSED = "missed"
+    LATE = "late"  # reserved for ``spec.deadline`` (not produced yet)
+    RECOVERED = "recovered"  # the first success after a failure
+    SUCCEEDED = "succeeded"  # every success; never in the default list
+
+
+#: ``spec.notify[].on`` when it is not given: everything but ``succeeded``.
+DEFAULT_NOTIFY_ON: tuple[NotifyEvent, ...] = tuple(
+    e for e in NotifyEvent if e is not NotifyEvent.SUCCEEDED
+)
+
+
+class NotifyRule(_Frozen):
+    """Send the task's events in ``on`` to the channel named ``channel``."""
+
+    channel: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN,
+                         description="metadata.name of a kind: Channel manifest.")
+    on: Annotated[
+        list[Annotated[NotifyEvent, Strict(False)]],
+        WithJsonSchema({"type": "array", "minItems": 1, "uniqueItems": True,
+                        "items": {"enum": [e.value for e in NotifyEvent], "type": "string"}}),
+    ] = Field(default=list(DEFAULT_NOTIFY_ON), min_length=1, max_length=len(NotifyEvent))
+
+    @field_validator("on")
+    @classmethod
+    def _distinct(cls, value: list[NotifyEvent]) -> list[NotifyEvent]:
+        if len(set(value)) != len(value):
+            raise ValueError("an event is listed twice")
+        return value
+
+
 class Retries(_Frozen):
     """Failed runs are retried as new attempts of the same slot, with exponential backoff."""
 
@@ -230,6 +267,15 @@ class TaskSpec(_Frozen):
     max_catch_up: int = Field(default=10, ge=1, le=10_000)
     retries: Retries = Retries()
     history: History = History()
+    notify: list[NotifyRule] = Field(default=[], max_length=32)
+
+    @field_validator("notify")
+    @classmethod
+    def _one_rule_per_channel(cls, value: list[NotifyRule]) -> list[NotifyRule]:
+        names = [rule.channel for rule in value]
+        if len(set(names)) != len(names):
+            raise ValueError("a channel is named twice; list its events in one entry")
+        return value
 
     @field_validator("schedule")
     @classmethod
@@ -369,6 +415,23 @@ class TaskDef:
     def labels(self) -> dict[str, str]:
         return dict(self.document.get("metadata", {}).get("labels", {}))
 
+    @property
+    def notify_channels(self) -> tuple[str, ...]:
+        """The channels ``spec.notify`` names, in order."""
+        return tuple(r["channel"] for r in self.document["spec"].get("notify", ()))
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelDef:
+    """A validated ``kind: Channel`` as found in the manifests (see ``core/channels.py``
+    for its manifest model): where notifications go."""
+
+    name: str
+    document: dict[str, Any] = field(compare=False, hash=False)
+    hash: str
+    source_file: str
+    source_line: int = 1
+
 
 @dataclass(frozen=True, slots=True)
 class DesiredState:
@@ -381,8 +444,10 @@ class DesiredState:
 
     tasks: tuple[TaskDef, ...]
     errors: tuple[ManifestError, ...] = ()
+    channels: tuple[ChannelDef, ...] = ()
     failed_files: frozenset[str] = frozenset()
     frozen_names: frozenset[str] = frozenset()
+    frozen_channels: frozenset[str] = frozenset()
     files: frozenset[str] = frozenset()
     directory_missing: bool = False
 

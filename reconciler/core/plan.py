@@ -21,8 +21,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from reconciler.core.model import DesiredState, ManifestError, TaskDef, TaskManifest
-from reconciler.core.runtime import ActualTask, SuspendOverride
+from reconciler.core.model import ChannelDef, DesiredState, ManifestError, TaskDef, TaskManifest
+from reconciler.core.runtime import ActualChannel, ActualTask, SuspendOverride
 
 UNSET: Any = None  # how an absent value prints in a field change
 
@@ -63,6 +63,17 @@ class TaskChange(NamedTuple):
         )
 
 
+class ChannelChange(NamedTuple):
+    """What happens to one ``kind: Channel`` (the same actions as a task's)."""
+
+    name: str
+    action: Action
+    desired: ChannelDef | None = None
+    actual: ActualChannel | None = None
+    changes: tuple[FieldChange, ...] = ()
+    reason: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Drift:
     """A difference between git and the table that apply deliberately leaves alone."""
@@ -89,6 +100,7 @@ class Plan:
     errors: tuple[ManifestError, ...] = ()
     drift: tuple[Drift, ...] = ()
     refusals: tuple[str, ...] = ()
+    channels: tuple[ChannelChange, ...] = ()
 
     def of(self, action: Action) -> tuple[TaskChange, ...]:
         return tuple(c for c in self.changes if c.action is action)
@@ -112,9 +124,14 @@ class Plan:
     def count(self, action: Action) -> int:
         return sum(1 for c in self.changes if c.action is action)
 
+    def channels_of(self, action: Action) -> tuple[ChannelChange, ...]:
+        return tuple(c for c in self.channels if c.action is action)
+
     @property
     def has_changes(self) -> bool:
-        return any(c.action in (Action.CREATE, Action.UPDATE, Action.DELETE) for c in self.changes)
+        writes = (Action.CREATE, Action.UPDATE, Action.DELETE)
+        return any(c.action in writes for c in self.changes) or any(
+            c.action in writes for c in self.channels)
 
     @property
     def refused(self) -> bool:
@@ -125,8 +142,12 @@ def plan(
     desired: DesiredState,
     actual: Iterable[ActualTask],
     options: SafetyOptions = DEFAULT_SAFETY,
+    channels: Iterable[ActualChannel] = (),
 ) -> Plan:
-    """Compare the manifests with the runtime table and say what apply would do."""
+    """Compare the manifests with the runtime table and say what apply would do.
+
+    ``channels``: the table's channels (``kind: Channel``), planned the same way.
+    """
     actual_by_name = {t.name: t for t in actual}
     desired_by_name: dict[str, TaskDef] = {}
     for task in desired.tasks:
@@ -164,10 +185,74 @@ def plan(
             note = f": {have.override.note}" if have.override.note else ""
             drift.append(Drift(name, f"{state} at run time{by}{note}", have.override))
 
+    channel_changes = plan_channels(desired, channels, empty_guard)
     refusals = _refusals(desired, changes, options)
+    refusals += _referenced_deletes(changes, channel_changes)
     if empty_guard:  # nothing would be applied anyway; say so like any other refusal
         refusals.insert(0, empty_guard)
-    return Plan(tuple(changes), tuple(desired.errors), tuple(drift), tuple(refusals))
+    return Plan(tuple(changes), tuple(desired.errors), tuple(drift), tuple(refusals),
+                tuple(channel_changes))
+
+
+def plan_channels(
+    desired: DesiredState, actual: Iterable[ActualChannel], empty_guard: str | None = None
+) -> list[ChannelChange]:
+    """The channels' changes: the rules of tasks (a channel of a failed file or declared
+    twice is kept; nothing is deleted while the empty-directory guard holds)."""
+    have_by_name = {c.name: c for c in actual}
+    want_by_name = {c.name: c for c in desired.channels if c.name not in desired.frozen_channels}
+    out: list[ChannelChange] = []
+    for name in sorted(have_by_name.keys() | want_by_name.keys() | desired.frozen_channels):
+        have, want = have_by_name.get(name), want_by_name.get(name)
+        reason = None
+        if name in desired.frozen_channels:
+            reason = "name declared more than once; fix the duplicate to apply changes"
+        elif have is not None and _failed(have.source_file, desired.failed_files):
+            reason = f"source file {have.source_file} failed to load"
+        elif have is not None and want is None and (empty_guard or desired.directory_missing):
+            reason = empty_guard or "manifests directory is missing; channels kept"
+        if reason is not None:
+            if have is not None:
+                out.append(ChannelChange(name, Action.KEEP, want, have, reason=reason))
+        elif have is None:
+            assert want is not None
+            out.append(ChannelChange(name, Action.CREATE, desired=want))
+        elif want is None:
+            out.append(ChannelChange(name, Action.DELETE, actual=have))
+        elif want.hash == have.hash and want.source_file == have.source_file:
+            out.append(ChannelChange(name, Action.UNCHANGED, want, have))
+        else:
+            fields: list[FieldChange] = []
+            if want.hash != have.hash:
+                _diff(have.document, want.document, "", fields)
+            if want.source_file != have.source_file:
+                fields.append(FieldChange("source.file", have.source_file, want.source_file))
+            out.append(ChannelChange(name, Action.UPDATE, want, have, tuple(fields)))
+    return out
+
+
+def _referenced_deletes(
+    changes: Iterable[TaskChange], channels: Iterable[ChannelChange]
+) -> list[str]:
+    """A channel the plan deletes that a task would still name in ``spec.notify``."""
+    deleted = {c.name for c in channels if c.action is Action.DELETE}
+    if not deleted:
+        return []
+    users: dict[str, list[str]] = {}
+    for change in changes:
+        if change.action is Action.DELETE:
+            continue
+        source = change.desired if change.action is not Action.KEEP else change.actual
+        if source is None:
+            continue
+        for rule in source.document["spec"].get("notify", ()):
+            if rule["channel"] in deleted:
+                users.setdefault(rule["channel"], []).append(change.name)
+    return [
+        f'plan deletes channel "{name}" but task(s) {", ".join(tasks)} still notify it; '
+        "remove it from their spec.notify first"
+        for name, tasks in sorted(users.items())
+    ]
 
 
 def _failed(path: str, failed: frozenset[str]) -> bool:

@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from reconciler.core.plan import Action, FieldChange, Plan, TaskChange
+from reconciler.core.channels import channel_type
+from reconciler.core.plan import Action, ChannelChange, FieldChange, Plan, TaskChange
 from reconciler.core.redaction import redact_change
 
 
@@ -50,6 +51,15 @@ class ChangeDoc(_Doc):
     fields: list[FieldChangeDoc] = []
 
 
+class ChannelChangeDoc(_Doc):
+    name: str
+    action: Literal["create", "update", "delete", "keep"]
+    type: Literal["webhook", "slack", "email"]
+    sourceFile: str
+    reason: str | None = None
+    fields: list[FieldChangeDoc] = []
+
+
 class ErrorDoc(_Doc):
     file: str
     line: int | None
@@ -82,6 +92,8 @@ class PlanDocument(_Doc):
     changes: list[ChangeDoc]
     errors: list[ErrorDoc]
     drift: list[DriftDoc]
+    channels: list[ChannelChangeDoc] = Field(
+        default=[], description="Changes of kind: Channel manifests (unchanged ones left out).")
 
 
 def _change_doc(change: TaskChange) -> ChangeDoc:
@@ -93,6 +105,19 @@ def _change_doc(change: TaskChange) -> ChangeDoc:
         sourceFile=source.source_file,
         schedule=source.schedule,
         timeZone=source.time_zone,
+        reason=change.reason,
+        fields=[_field_doc(f) for f in change.changes],
+    )
+
+
+def _channel_doc(change: ChannelChange) -> ChannelChangeDoc:
+    source = change.desired or change.actual
+    assert source is not None
+    return ChannelChangeDoc(
+        name=change.name,
+        action=change.action.value,
+        type=channel_type(source.document),
+        sourceFile=source.source_file,
         reason=change.reason,
         fields=[_field_doc(f) for f in change.changes],
     )
@@ -129,4 +154,5 @@ def plan_document(plan: Plan) -> PlanDocument:
             )
             for d in plan.drift
         ],
+        channels=[_channel_doc(c) for c in plan.channels if c.action is not Action.UNCHANGED],
     )

@@ -14,8 +14,16 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from reconciler.core.model import RunSpec
+from reconciler.core.outbox import (
+    NewNotification,
+    NotificationRecord,
+    NotificationUpdate,
+    NotifyBuilder,
+    OutboxStatus,
+)
 from reconciler.core.plan import Plan
 from reconciler.core.runtime import (
+    ActualChannel,
     ActualTask,
     ApplyRecord,
     GitRevision,
@@ -60,6 +68,9 @@ class TaskStore(Protocol):
 
     def get_task(self, name: str, *, include_deleted: bool = False) -> ActualTask | None: ...
 
+    def load_channels(self) -> list[ActualChannel]:
+        """Every channel (``kind: Channel``), by name; ``apply_plan`` writes them."""
+
     def get_tasks(self, names: Sequence[str]) -> list[ActualTask]:
         """The live tasks among ``names``, by name; unknown and deleted names are left out."""
 
@@ -87,11 +98,21 @@ class RunStore(Protocol):
 
     def insert_run(self, run: NewRun) -> RunRecord: ...
 
-    def insert_runs(self, batch: Sequence[NewRun]) -> list[RunRecord | None]:
-        """Insert many in one transaction; None where the unique key was already taken."""
+    def insert_runs(
+        self, batch: Sequence[NewRun], *, notify: NotifyBuilder | None = None
+    ) -> list[RunRecord | None]:
+        """Insert many in one transaction; None where the unique key was already taken.
 
-    def update_run(self, run_id: int, *, fencing_token: int | None = None, **values: Any) -> bool:
-        """Update columns of a run; refused (False) when the row carries a newer fencing token."""
+        ``notify`` is called with each inserted run; the outbox rows it returns are
+        written in the same transaction."""
+
+    def update_run(
+        self, run_id: int, *, fencing_token: int | None = None,
+        notify: NotifyBuilder | None = None, **values: Any,
+    ) -> bool:
+        """Update columns of a run; refused (False) when the row carries a newer fencing
+        token. When the row was updated, ``notify`` is called with the run as written and
+        the outbox rows it returns are written in the same transaction."""
 
     def get_run(self, run_id: int) -> RunRecord | None: ...
 
@@ -183,14 +204,55 @@ class ReplicaStore(Protocol):
     def delete_stale_replicas(self, before: datetime) -> int: ...
 
 
-class Store(TaskStore, RunStore, ReadModel, AuditStore, ReplicaStore, Protocol):
+class NotificationStore(Protocol):
+    """The notification outbox (rows are written with the run's status, see ``RunStore``).
+
+    Exactly one sender holds a row at a time: ``claim_notifications`` takes due rows
+    whose lease is free or ran out; ``finish_notifications`` writes back only rows the
+    caller still holds.
+    """
+
+    def add_notifications(self, rows: Sequence[NewNotification]) -> list[int]:
+        """Write outbox rows on their own (not tied to a run); return their ids."""
+
+    def claim_notifications(
+        self, *, replica: str, now: datetime, lease: timedelta, limit: int = 100,
+        takeover: bool = False,
+    ) -> list[NotificationRecord]:
+        """Claim ``pending`` rows due at ``now`` (oldest first) whose lease is free or
+        ran out (``takeover``: whatever their lease; a single replica at start-up)."""
+
+    def finish_notifications(
+        self, updates: Sequence[NotificationUpdate], *, replica: str
+    ) -> int:
+        """Write back rows claimed by ``replica`` (released); rows it no longer holds
+        are left alone. Returns how many were written."""
+
+    def last_sent(
+        self, keys: Sequence[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], datetime]:
+        """The newest ``sent_at`` per (channel, task, event) among ``keys``."""
+
+    def list_notifications(
+        self, task_name: str | None = None, *, limit: int = 50,
+        statuses: Sequence[OutboxStatus] = (),
+    ) -> list[NotificationRecord]:
+        """Newest first (by id)."""
+
+    def notification_counts(self) -> dict[str, int]:
+        """Outbox rows per status (statuses with none left out)."""
+
+
+class Store(TaskStore, RunStore, ReadModel, AuditStore, ReplicaStore, NotificationStore,
+            Protocol):
     """Every port together: what the SQL store and the in-memory store implement."""
 
     def close(self) -> None: ...
 
 
 #: The ports, one per kind of caller (the contract suite checks each implementation).
-STORE_PORTS: tuple[type, ...] = (TaskStore, RunStore, ReadModel, AuditStore, ReplicaStore, Store)
+STORE_PORTS: tuple[type, ...] = (TaskStore, RunStore, ReadModel, AuditStore, ReplicaStore,
+                                 NotificationStore, Store)
 
 
 # ------------------------------------------------------------------------- executors

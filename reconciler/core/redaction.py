@@ -7,6 +7,7 @@ disagree about what is shown. The rules, in order:
 * ``fromEnv``/``fromFile`` references are shown: they are names, not values.
 * A literal value of an ``env`` entry or an HTTP header whose *name* looks like a
   credential (:func:`is_secret_name`) is replaced by :data:`MASK` entirely.
+* A literal Slack webhook URL of a channel (``spec.slack.url``) is masked entirely.
 * In every other string (env values under plain names, the HTTP url and body, command
   arguments, shell scripts, annotations) the parts that look like credentials are
   masked: the password of a URL's userinfo (``postgresql://app:***@db``; a userinfo
@@ -141,7 +142,10 @@ def _named_value(name: str, value: Any) -> Any:
     return redact(value)  # a fromEnv/fromFile reference: names, shown
 
 
-_NAMED_MAPS = (("spec", "run", "env"), ("spec", "run", "http", "headers"))
+_NAMED_MAPS = (("spec", "run", "env"), ("spec", "run", "http", "headers"),
+               ("spec", "webhook", "headers"))
+#: Literal values that are credentials whole (a Slack webhook URL is its own token).
+_SECRET_PATHS = frozenset({("spec", "slack", "url")})
 
 
 def redact(value: Any, path: tuple[str, ...] = ()) -> Any:
@@ -157,6 +161,8 @@ def redact(value: Any, path: tuple[str, ...] = ()) -> Any:
     if isinstance(value, str):
         if path and path[:-1] in _NAMED_MAPS:
             return _named_value(path[-1], value)
+        if path in _SECRET_PATHS:
+            return MASK if value else value
         return redact_text(value)
     if isinstance(value, list | tuple):
         if path[-1:] == ("command",):

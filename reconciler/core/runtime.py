@@ -93,6 +93,19 @@ class ActualTask:
 
 
 @dataclass(frozen=True, slots=True)
+class ActualChannel:
+    """One row of the ``channels`` table (a deleted channel's row is removed)."""
+
+    name: str
+    document: dict[str, Any] = field(compare=False, hash=False)
+    hash: str
+    generation: int
+    source_file: str
+    source_revision: str | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ApplyRecord:
     """One row of the ``applies`` audit table."""
 

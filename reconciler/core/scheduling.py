@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -322,3 +322,19 @@ class Timeline:
 
     def names(self) -> Iterable[str]:
         return self._slots.keys()
+
+
+def whole_period_late(due: Iterable[Entry], policy_of: Callable[[str], TaskPolicy | None],
+                      now: datetime) -> list[str]:
+    """The tasks of ``due`` whose slot is a whole period late (their next slot is due
+    too): in distributed mode a peer may have run them already, so the scheduler asks
+    the runs table for the newest slot any replica recorded before deciding them."""
+    late: list[str] = []
+    for entry in due:
+        policy = policy_of(entry.name)
+        if entry.kind is not EntryKind.SLOT or policy is None:
+            continue
+        nxt = policy.schedule.next_after(entry.slot)
+        if nxt is not None and nxt <= now:
+            late.append(entry.name)
+    return late

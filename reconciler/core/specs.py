@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from reconciler.core.channels import ChannelManifest
 from reconciler.core.model import TaskManifest
+from reconciler.core.notify import NotificationEvent
 from reconciler.core.plan_document import PlanDocument
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -45,7 +47,20 @@ def plan_schema() -> dict[str, Any]:
     return {"$schema": SCHEMA_DIALECT, "$id": SCHEMA_BASE + "plan.schema.json", **schema}
 
 
-SPECS = {"task.schema.json": task_schema, "plan.schema.json": plan_schema}
+def channel_schema() -> dict[str, Any]:
+    schema = close_keyed_maps(
+        ChannelManifest.model_json_schema(by_alias=True, mode="validation"))
+    return {"$schema": SCHEMA_DIALECT, "$id": SCHEMA_BASE + "channel.schema.json", **schema}
+
+
+def notification_schema() -> dict[str, Any]:
+    schema = NotificationEvent.model_json_schema(by_alias=True, mode="serialization")
+    return {"$schema": SCHEMA_DIALECT, "$id": SCHEMA_BASE + "notification.schema.json",
+            **schema}
+
+
+SPECS = {"task.schema.json": task_schema, "plan.schema.json": plan_schema,
+         "channel.schema.json": channel_schema, "notification.schema.json": notification_schema}
 
 
 def render(schema: dict[str, Any]) -> str:

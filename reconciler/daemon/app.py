@@ -42,6 +42,7 @@ from reconciler.core.scheduling import decide_retry
 from reconciler.daemon.api_ops import DaemonApi
 from reconciler.daemon.offload import OffloadExecutor
 from reconciler.daemon.scheduler import Scheduler
+from reconciler.daemon.sender import NotificationSender
 from reconciler.daemon.state import Cluster, DaemonState
 from reconciler.daemon.worker import StoreWorker
 from reconciler.locks import (
@@ -91,6 +92,10 @@ class DaemonConfig:
     zookeeper_session_timeout: timedelta = timedelta(seconds=10)
     # a slot claimed by a peer that recorded nothing for this long is recorded missed
     unclaimed_grace: timedelta = timedelta(seconds=30)
+    # notifications: one message per channel, task and event per this long (the rest
+    # folded into the next); a failed delivery is retried after notify_backoff, doubling
+    notify_min_interval: timedelta = timedelta(minutes=5)
+    notify_backoff: timedelta = timedelta(seconds=10)
 
 
 def _watch_target(root: Path) -> tuple[Path, tuple[int, int] | None]:
@@ -132,8 +137,11 @@ class Daemon:
         instance_lock: InstanceLock,
         db_guard: FileGuard | None = None,
         cluster: Cluster | None = None,
+        sender: NotificationSender | None = None,
     ) -> None:
         self.config = config
+        #: Delivers the notification outbox on its own thread (None: not here)
+        self.sender = sender
         self.clock = clock
         self.store = store
         #: A SQLite file deleted, replaced or truncated under the daemon: not ready
@@ -506,6 +514,8 @@ class Daemon:
             with contextlib.suppress(TimeoutError):  # the first replica leads at once
                 await self.coordinator.wait_writer(0.5)
         await self.start()
+        if self.sender is not None:
+            self.sender.start()
         await self.api.started()
         # Everything loaded so far lives as long as the process: keep it out of the
         # cyclic collector's full passes, whose pauses would otherwise delay slots.
@@ -530,6 +540,8 @@ class Daemon:
         for t in loops:
             t.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
+        if self.sender is not None:  # after the last runs' ends (and their rows) are written
+            await asyncio.to_thread(self.sender.stop)
         if self.cluster is not None:
             await self.cluster.claimer.close()
             await self.cluster.coordinator.close()  # membership and election node go at once

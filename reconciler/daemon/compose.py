@@ -4,7 +4,9 @@ handed to what uses it through its constructor (nothing is set after constructio
     store, worker, cache, executor          (adapters)
     cluster: coordinator, claimer, skew guard   (--zookeeper only)
     observer (the API's index, metrics, events: it watches the scheduler)
-    scheduler(store, worker, claimer, executor, clock, listener=observer, clock_refusal)
+    sender (the notification outbox's, on its own thread), notices(store, sender.wake)
+    scheduler(store, worker, claimer, executor, clock, listener=observer, clock_refusal,
+              notices)
     api(parts, observer)
     daemon(everything above)
 """
@@ -21,8 +23,10 @@ from reconciler.core.protocols import Claimer, Executor
 from reconciler.daemon.api_ops import DaemonApi, DaemonParts
 from reconciler.daemon.app import Daemon, DaemonConfig
 from reconciler.daemon.claims import InProcessClaimer
+from reconciler.daemon.notices import Notices
 from reconciler.daemon.offload import OffloadExecutor
 from reconciler.daemon.scheduler import Scheduler, SchedulerConfig
+from reconciler.daemon.sender import NotificationSender, SenderConfig
 from reconciler.daemon.state import Cluster, DaemonState
 from reconciler.daemon.worker import StoreWorker
 from reconciler.executors import DispatchExecutor
@@ -60,7 +64,15 @@ def build_daemon(config: DaemonConfig, *, clock: Clock | None = None,
     cluster = _cluster(config, clock, store, claim_lost)
     claimer: Claimer = (InProcessClaimer() if cluster is None
                         else SkewGuardedClaimer(cluster.claimer, cluster.skew_guard))
-    observer = ApiObserver(TaskIndex(), Metrics(), EventHub())
+    metrics = Metrics()
+    observer = ApiObserver(TaskIndex(), metrics, EventHub())
+    sender = NotificationSender(
+        store, clock,
+        SenderConfig(replica=config.replica, min_interval=config.notify_min_interval,
+                     backoff=config.notify_backoff, takeover_at_start=cluster is None),
+        on_result=metrics.notification_result, on_backlog=metrics.set_notification_backlog,
+    )
+    notices = Notices(store, clock, channels=store.load_channels, wake=sender.wake)
     gate = TickGate()  # the API thread holds back while the scheduler starts a second's runs
     scheduler = Scheduler(
         store, worker, claimer, executor, clock,
@@ -75,6 +87,7 @@ def build_daemon(config: DaemonConfig, *, clock: Clock | None = None,
         # a clock off the bound decides nothing
         clock_refusal=cluster.skew_guard.over_bound if cluster is not None else None,
         on_tick=gate.busy,
+        notices=notices,
     )
     state = DaemonState()
     cache = LoadCache()
@@ -92,7 +105,7 @@ def build_daemon(config: DaemonConfig, *, clock: Clock | None = None,
                         describe_holder=lambda: _lock_holder(store, config.replica))
     return Daemon(config, clock=clock, store=store, worker=worker, cache=cache,
                   scheduler=scheduler, executor=offload, api=api, state=state,
-                  instance_lock=lock, db_guard=db_guard, cluster=cluster)
+                  instance_lock=lock, db_guard=db_guard, cluster=cluster, sender=sender)
 
 
 def run_daemon(config: DaemonConfig) -> int:

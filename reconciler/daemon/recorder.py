@@ -8,12 +8,15 @@ outage, and the last failure is kept for ``/readyz`` (its ``writes`` check)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from reconciler.core.clock import Clock
 from reconciler.core.errors import ReconcilerError
 from reconciler.core.protocols import NewRun, RunStore
+from reconciler.core.runtime import RunStatus
+from reconciler.daemon.notices import Notices, PolicyOf
 from reconciler.daemon.runs import SchedulerListener
 from reconciler.daemon.worker import StoreWorker
 
@@ -25,8 +28,11 @@ DB_LOG_EVERY = 10.0
 
 class Recorder:
     def __init__(self, store: RunStore, worker: StoreWorker, clock: Clock,
-                 listener: SchedulerListener, max_deferred_rows: int) -> None:
+                 listener: SchedulerListener, max_deferred_rows: int, notices: Notices,
+                 policy_of: PolicyOf) -> None:
         self.store = store
+        self.notices = notices
+        self.policy_of = policy_of
         self.worker = worker
         self.clock = clock
         self.listener = listener
@@ -39,18 +45,19 @@ class Recorder:
         self._db_quiet = 0  # failures logged at debug level since
         self._state_updates: dict[str, dict[str, datetime | None]] = {}
         self._deferred: list[tuple[datetime, NewRun]] = []
-        # The ends of runs that could not be recorded (database down): (id, token, values)
-        self._unrecorded: list[tuple[int, int | None, dict[str, Any]]] = []
+        # The ends of runs that could not be recorded (database down): (id, status, write)
+        self._unrecorded: list[tuple[int, RunStatus, Callable[[], bool]]] = []
 
     def state(self, name: str, key: str, value: datetime | None) -> None:
         """Set a schedule-state column of a task at the next flush."""
         self._state_updates.setdefault(name, {})[key] = value
 
-    def unrecorded(self, run_id: int, token: int | None, values: dict[str, Any]) -> None:
-        """The end of a run that could not be written: retried at every flush (left
-        ``running``, a peer would mark it abandoned and might run the slot again)."""
+    def unrecorded(self, run_id: int, status: RunStatus, write: Callable[[], bool]) -> None:
+        """The end of a run that could not be written (``write`` writes it with its
+        notifications): retried at every flush (left ``running``, a peer would mark it
+        abandoned and might run the slot again)."""
         if len(self._unrecorded) < self.max_deferred_rows:
-            self._unrecorded.append((run_id, token, values))
+            self._unrecorded.append((run_id, status, write))
 
     def wrote(self, error: Exception | None = None) -> None:
         """Record the outcome of a write to the database (for readiness)."""
@@ -94,7 +101,7 @@ class Recorder:
         if not due:
             return
         try:
-            records = await self.worker.call(self.store.insert_runs, due)
+            records = await self.worker.call(self.notices.insert_runs, due, self.policy_of)
         except ReconcilerError as exc:
             self.write_failed(exc, logging.WARNING,
                                "could not record %d deferred run row(s) yet: %s", len(due), exc)
@@ -115,17 +122,16 @@ class Recorder:
     async def flush_unrecorded(self) -> None:
         """Record the ends of runs that finished while the database was unreachable."""
         pending, self._unrecorded = self._unrecorded, []
-        for i, (run_id, token, values) in enumerate(pending):
+        for i, (run_id, status, write) in enumerate(pending):
             try:
-                await self.worker.call(self.store.update_run, run_id, fencing_token=token,
-                                       **values)
+                await self.worker.call(write)
             except ReconcilerError as exc:
                 self.write_failed(exc, logging.WARNING,
                                    "could not record the end of %d run(s) yet: %s",
                                    len(pending) - i, exc)
                 self._unrecorded[:0] = pending[i:]
                 return
-            log.info("recorded the end of run %d (%s) late", run_id, values.get("status"))
+            log.info("recorded the end of run %d (%s) late", run_id, status)
 
     async def flush_state(self) -> None:
         if self._unrecorded:

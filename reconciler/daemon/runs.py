@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from reconciler.core.clock import Clock
-from reconciler.core.protocols import Claim
-from reconciler.core.runtime import ActualTask, RunRecord, RunStatus
+from reconciler.core.protocols import Claim, RunStore
+from reconciler.core.runtime import ActualTask, RunRecord, RunStatus, Trigger
 from reconciler.core.scheduling import SlotDecision, TaskPolicy, Verdict
 
 STARTS = (Verdict.RUN, Verdict.REPLACE)  # decisions that start a run
@@ -154,3 +154,15 @@ class RunEvents:
             return
         self._last_progress = now
         self._record_progress(percent, message)
+
+
+def newest_scheduled_slots(store: RunStore, names: list[str]) -> dict[str, datetime]:
+    """The newest slot any replica recorded for each task of ``names`` (store thread).
+    Manual runs are keyed by their trigger time, not the schedule's progress: skipped."""
+    out: dict[str, datetime] = {}
+    for name in names:
+        for run in store.list_runs(name, limit=5):
+            if run.trigger is not Trigger.MANUAL:
+                out[name] = run.slot
+                break
+    return out

@@ -59,7 +59,9 @@ from reconciler.core.scheduling import (
     decide_slot,
     decide_trigger,
     recover_missed,
+    whole_period_late,
 )
+from reconciler.daemon.notices import Notices
 from reconciler.daemon.recorder import Recorder
 from reconciler.daemon.runs import (
     STARTS,
@@ -69,6 +71,7 @@ from reconciler.daemon.runs import (
     SchedulerConfig,
     SchedulerListener,
     TaskState,
+    newest_scheduled_slots,
 )
 from reconciler.daemon.worker import StoreWorker
 
@@ -95,6 +98,7 @@ class Scheduler:
         listener: SchedulerListener | None = None,
         clock_refusal: Callable[[], str | None] | None = None,
         on_tick: Callable[[bool], None] | None = None,
+        notices: Notices | None = None,
     ) -> None:
         self.store = store
         self.worker = worker
@@ -117,8 +121,14 @@ class Scheduler:
         #: may be). While it says so, slots are neither claimed nor recorded here.
         self.clock_refusal = clock_refusal
         self.on_tick = on_tick  # told True while a tick starts its runs, then False
+        #: Writes run ends and slot rows with their notifications (none without channels)
+        self.notices = notices or Notices(store, clock)
         self.recorder = Recorder(store, worker, clock, self.listener,
-                                 self.config.max_deferred_rows)
+                                 self.config.max_deferred_rows, self.notices, self.policy_of)
+
+    def policy_of(self, name: str) -> TaskPolicy | None:
+        state = self.tasks.get(name)  # also called on the store worker's thread
+        return None if state is None else state.policy
 
     @property
     def write_error(self) -> str | None:
@@ -285,31 +295,13 @@ class Scheduler:
         return len(batch)
 
     async def _covered_by_peers(self, due: list[Entry], now: datetime) -> dict[str, datetime]:
-        """For the slots of ``due`` that are a whole period late (the next slot is due
-        too): the newest scheduled slot any replica recorded for the task."""
-        late: list[str] = []
-        for entry in due:
-            state = self.tasks.get(entry.name)
-            if entry.kind is not EntryKind.SLOT or state is None:
-                continue
-            nxt = state.policy.schedule.next_after(entry.slot)
-            if nxt is not None and nxt <= now:
-                late.append(entry.name)
+        """For the slots of ``due`` that are a whole period late: the newest scheduled
+        slot any replica recorded for the task."""
+        late = whole_period_late(due, self.policy_of, now)
         if not late:
             return {}
-
-        def newest_slots() -> dict[str, datetime]:
-            out: dict[str, datetime] = {}
-            for name in late:
-                # manual runs are keyed by their trigger time: not the schedule's progress
-                for run in self.store.list_runs(name, limit=5):
-                    if run.trigger is not Trigger.MANUAL:
-                        out[name] = run.slot
-                        break
-            return out
-
         try:
-            return await self.worker.call(newest_slots)
+            return await self.worker.call(newest_scheduled_slots, self.store, late)
         except ReconcilerError as exc:
             log.warning("could not read the newest runs of %d late task(s): %s", len(late), exc)
             return {}
@@ -450,7 +442,7 @@ class Scheduler:
             ))
             starts.append((state, claim))
         try:
-            records = await self.worker.call(self.store.insert_runs, rows)
+            records = await self.worker.call(self.notices.insert_runs, rows, self.policy_of)
             self.wrote()
         except ReconcilerError as exc:
             # No run starts without its row (exactly once over liveness); the slots are
@@ -573,17 +565,21 @@ class Scheduler:
         if reason is not None:  # else keep the row's ("triggered by ...", a catch-up's)
             values["reason"] = reason
         reason = reason or record.reason
+        retry_at = (None if status is RunStatus.SUCCEEDED
+                    else decide_retry(policy, status, record.attempt, finished))
+        retrying = (retry_at is not None and self.accepting
+                    and self.tasks.get(policy.name) is state)
+        end = functools.partial(self.notices.finish_run, record, policy, retrying,
+                                active.claim.token, values)
         try:
-            await self.worker.call(
-                self.store.update_run, record.id, fencing_token=active.claim.token, **values
-            )
+            await self.worker.call(end)  # the status and its notifications, together
         except ReconcilerError as exc:
             # Retried at every flush: left "running", a peer would mark the run abandoned
             # (and retry it where the policy says so: the slot would run twice).
             self.recorder.write_failed(exc, logging.ERROR,
                                "task %s: could not record the end of run %d yet: %s",
                                policy.name, record.id, exc)
-            self.recorder.unrecorded(record.id, active.claim.token, values)
+            self.recorder.unrecorded(record.id, status, end)
         finally:
             state.active.pop(record.id, None)
             active.done = True
@@ -596,11 +592,7 @@ class Scheduler:
         ))
         if status is RunStatus.SUCCEEDED:
             self.recorder.state(policy.name, "last_success_at", finished)
-        elif (
-            (retry_at := decide_retry(policy, status, record.attempt, finished)) is not None
-            and self.accepting
-            and self.tasks.get(policy.name) is state
-        ):
+        elif retrying and retry_at is not None:
             self.timeline.add_retry(policy.name, retry_at, record.slot,
                                     record.attempt + 1, policy.generation)
         state.finished_since_prune += 1

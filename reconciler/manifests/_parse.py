@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Final
 
-from reconciler.core.model import ManifestError, TaskDef
-from reconciler.manifests._validate import KINDS, identify, validate_document
+from reconciler.core.channels import CHANNEL_KIND
+from reconciler.core.model import ChannelDef, ManifestError, TaskDef
+from reconciler.manifests._validate import KINDS, identify, notify_references, validate_document
 from reconciler.manifests._yaml import (
     Constructor,
     YamlProblem,
@@ -37,6 +38,11 @@ class FileResult:
     #: (name, line, column) of every ``metadata.name`` declared by a Task document,
     #: valid or not: duplicates are detected across all of them.
     names: tuple[tuple[str, int, int], ...] = ()
+    channels: tuple[ChannelDef, ...] = ()
+    #: (name, line, column) of every Channel document's ``metadata.name``.
+    channel_names: tuple[tuple[str, int, int], ...] = ()
+    #: (task, channel, line, column, field) of every ``spec.notify[i].channel``.
+    references: tuple[tuple[str, str, int, int, str], ...] = ()
 
 
 def _file_error(label: str, message: str) -> FileResult:
@@ -73,7 +79,10 @@ def parse_file(data: bytes, *, label: str, source_file: str | None = None) -> Fi
             "no tasks, or delete the file to delete its tasks", 1, 1),))
     errors: list[ManifestError] = []
     tasks: list[TaskDef] = []
+    channels: list[ChannelDef] = []
     names: list[tuple[str, int, int]] = []
+    channel_names: list[tuple[str, int, int]] = []
+    references: list[tuple[str, str, int, int, str]] = []
     try:
         source = prepare(data)
         constructor = Constructor(aliases_possible=may_have_aliases(source))
@@ -93,7 +102,8 @@ def parse_file(data: bytes, *, label: str, source_file: str | None = None) -> Fi
             identity = identify(root)
             name = identity.name
             if name is not None and identity.name_node is not None and identity.kind in KINDS:
-                names.append((name, *mark_position(identity.name_node)))
+                declared = channel_names if identity.kind == CHANNEL_KIND else names
+                declared.append((name, *mark_position(identity.name_node)))
             seen = len(constructor.problems)
             try:
                 value = constructor.construct(root)
@@ -112,14 +122,19 @@ def parse_file(data: bytes, *, label: str, source_file: str | None = None) -> Fi
                 task=name,
                 max_errors=MAX_ERRORS_PER_FILE + 1 - len(errors),
             )
-            if task is not None:
+            if isinstance(task, TaskDef):
                 tasks.append(task)
+                references += ((task.name, *ref) for ref in notify_references(root))
+            elif task is not None:
+                channels.append(task)
             errors.extend(found)
     except YamlProblem as problem:
         errors.append(_problem(label, problem, None))
     if errors:
-        return FileResult((), _reported(label, errors), tuple(names))
-    return FileResult(tuple(tasks), (), tuple(names))
+        return FileResult((), _reported(label, errors), tuple(names),
+                          channel_names=tuple(channel_names))
+    return FileResult(tuple(tasks), (), tuple(names), tuple(channels), tuple(channel_names),
+                      tuple(references))
 
 
 #: Longest message or field path in an error: a value of 5,000 characters that an error

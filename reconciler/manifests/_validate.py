@@ -27,7 +27,15 @@ from typing import TYPE_CHECKING, Any, Final
 from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from reconciler.core.model import API_VERSION, KIND, ManifestError, TaskDef, TaskManifest
+from reconciler.core.channels import CHANNEL_KIND, ChannelManifest, channel_def
+from reconciler.core.model import (
+    API_VERSION,
+    KIND,
+    ChannelDef,
+    ManifestError,
+    TaskDef,
+    TaskManifest,
+)
 from reconciler.manifests._yaml import STR_TAG, mark_position
 
 if TYPE_CHECKING:
@@ -38,7 +46,7 @@ if TYPE_CHECKING:
 class _Kind:
     api_versions: tuple[str, ...]
     model: type[BaseModel]
-    build: Callable[[Any, str, int], TaskDef]
+    build: Callable[[Any, str, int], TaskDef | ChannelDef]
 
 
 def _build_task(manifest: Any, source_file: str, source_line: int) -> TaskDef:
@@ -46,8 +54,31 @@ def _build_task(manifest: Any, source_file: str, source_line: int) -> TaskDef:
     return TaskDef.from_manifest(manifest, source_file=source_file, source_line=source_line)
 
 
+def _build_channel(manifest: Any, source_file: str, source_line: int) -> ChannelDef:
+    assert isinstance(manifest, ChannelManifest)
+    return channel_def(manifest, source_file, source_line)
+
+
 #: Supported ``kind`` values and, for each, the ``apiVersion`` values it accepts.
-KINDS: Final[dict[str, _Kind]] = {KIND: _Kind((API_VERSION,), TaskManifest, _build_task)}
+KINDS: Final[dict[str, _Kind]] = {
+    KIND: _Kind((API_VERSION,), TaskManifest, _build_task),
+    CHANNEL_KIND: _Kind((API_VERSION,), ChannelManifest, _build_channel),
+}
+
+
+def notify_references(root: Node) -> tuple[tuple[str, int, int, str], ...]:
+    """``(channel, line, column, field)`` of every ``spec.notify[i].channel`` of a valid
+    Task document, for the cross-document check that the channel exists."""
+    found = child(root, "spec")
+    rules = child(found[1], "notify") if found else None
+    out = []
+    if rules is not None and isinstance(rules[1], SequenceNode):
+        for i, rule in enumerate(rules[1].value):
+            name = child(rule, "channel")
+            if name is not None and isinstance(name[1], ScalarNode):
+                line, column = mark_position(name[1])
+                out.append((name[1].value, line, column, f"spec.notify[{i}].channel"))
+    return tuple(out)
 
 
 # ------------------------------------------------------------------------ node access
@@ -151,7 +182,7 @@ def validate_document(
     source_file: str,
     task: str | None = None,
     max_errors: int | None = None,
-) -> tuple[TaskDef | None, list[ManifestError]]:
+) -> tuple[TaskDef | ChannelDef | None, list[ManifestError]]:
     """Validate one constructed document; exactly one of the results is meaningful.
 
     ``task`` is the document's name for error messages (see :func:`identify`);
@@ -197,6 +228,8 @@ def validate_document(
                 "apiVersion",
             )
         ]
+    if kind.model is TaskManifest:
+        _on_keys(root, value)
     try:
         manifest = kind.model.model_validate(value)
     except ValidationError as exc:
@@ -206,6 +239,23 @@ def validate_document(
         return None, [error(root, f"cannot validate the document: {_describe(exc)}")]
     line = root.start_mark.line + 1
     return kind.build(manifest, source_file, line), []
+
+
+def _on_keys(root: Node, value: dict[Any, Any]) -> None:
+    """YAML 1.1 reads a plain ``on`` key as the boolean true; in ``spec.notify[i]`` it
+    is meant as the string (as in ``on: [failed]``), so it is put back, in place."""
+    rules = value.get("spec", {}).get("notify") if isinstance(value.get("spec"), dict) else None
+    spec = child(root, "spec")
+    nodes = child(spec[1], "notify") if spec else None
+    if not isinstance(rules, list) or nodes is None or not isinstance(nodes[1], SequenceNode):
+        return
+    for rule, node in zip(rules, nodes[1].value, strict=False):
+        if not isinstance(rule, dict) or True not in rule or "on" in rule:
+            continue
+        if isinstance(node, MappingNode) and any(
+            isinstance(k, ScalarNode) and k.value == "on" and not k.style for k, _ in node.value
+        ):
+            rule["on"] = rule.pop(True)
 
 
 def _value_node(root: Node, key: str) -> Node | None:
@@ -510,5 +560,6 @@ __all__ = [
     "format_path",
     "identify",
     "map_errors",
+    "notify_references",
     "validate_document",
 ]

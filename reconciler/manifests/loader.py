@@ -45,7 +45,7 @@ YAML
     ``!!binary``, ``!!set``), duplicate keys in a mapping (not "last wins"), merge keys
     ``<<`` (refused rather than supported: they hide where a value comes from; write
     the keys out), non-scalar mapping keys, recursive aliases. A document must be a
-    mapping with ``kind`` (only ``Task``) and an ``apiVersion`` that kind supports
+    mapping with ``kind`` (``Task`` or ``Channel``) and an ``apiVersion`` that kind supports
     (``reconciler/v1``). UTF-8 (with or without BOM) is read as is; UTF-16/UTF-32 with
     a BOM are decoded; NUL bytes (binary, UTF-16 without BOM) are refused.
 
@@ -83,7 +83,7 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 
 from reconciler.core.errors import ManifestLoadError
-from reconciler.core.model import DesiredState, ManifestError, TaskDef
+from reconciler.core.model import ChannelDef, DesiredState, ManifestError, TaskDef
 from reconciler.manifests._cache import (
     LoadCache,
     LoadStats,
@@ -137,6 +137,53 @@ __all__ = [
 # ------------------------------------------------------------------------- assembly
 
 
+def _duplicates(
+    declared: Sequence[tuple[str, int, int]],
+    label: str,
+    first: dict[str, tuple[str, int]],
+    what: str,
+) -> list[ManifestError]:
+    """Errors for the names in ``declared`` already in ``first`` (which learns the rest)."""
+    errors = []
+    for name, line, column in declared:
+        seen = first.get(name)
+        if seen is None:
+            first[name] = (label, line)
+            continue
+        errors.append(
+            ManifestError(
+                label,
+                f'{what} name "{name}" is declared more than once '
+                f"(first declared at {seen[0]}:{seen[1]})",
+                line,
+                column,
+                name,
+                "metadata.name",
+            )
+        )
+    return errors
+
+
+def _unknown_channels(
+    order: Sequence[str],
+    results: Mapping[str, FileResult],
+    labels: Mapping[str, str] | None,
+    channels: Collection[str],
+) -> list[ManifestError]:
+    """``spec.notify`` naming a channel that no manifest declares (a channel declared in
+    a file with errors counts as declared: the table keeps it)."""
+    errors = []
+    for source_file in order:
+        for task, channel, line, column, field in results[source_file].references:
+            if channel not in channels:
+                label = labels[source_file] if labels else source_file
+                known = ", ".join(sorted(channels)[:10]) or "none"
+                errors.append(ManifestError(
+                    label, f'unknown channel "{channel}" (no kind: Channel manifest declares '
+                    f"it; declared: {known})", line, column, task, field))
+    return errors
+
+
 def _assemble(
     order: Sequence[str],
     results: Mapping[str, FileResult],
@@ -150,50 +197,54 @@ def _assemble(
     (for an incremental update of the same state later).
     """
     first: dict[str, tuple[str, int]] = {}
+    first_channel: dict[str, tuple[str, int]] = {}
     frozen: set[str] = set()
+    frozen_channels: set[str] = set()
     failed: set[str] = set()
     errors: list[ManifestError] = []
     tasks: list[TaskDef] = []
+    channels: list[ChannelDef] = []
     for source_file in order:
         result = results[source_file]
         if result.errors:
             failed.add(source_file)
             errors.extend(result.errors)
-        for name, line, column in result.names:
-            seen = first.get(name)
-            if seen is None:
-                first[name] = (labels[source_file] if labels else source_file, line)
-                continue
-            frozen.add(name)
-            failed.add(source_file)
-            label = labels[source_file] if labels else source_file
-            errors.append(
-                ManifestError(
-                    label,
-                    f'task name "{name}" is declared more than once '
-                    f"(first declared at {seen[0]}:{seen[1]})",
-                    line,
-                    column,
-                    name,
-                    "metadata.name",
-                )
-            )
+        label = labels[source_file] if labels else source_file
+        for found, names in (
+            (_duplicates(result.names, label, first, "task"), frozen),
+            (_duplicates(result.channel_names, label, first_channel, "channel"),
+             frozen_channels),
+        ):
+            if found:
+                failed.add(source_file)
+                errors += found
+                names.update(e.task for e in found if e.task)
+        channels += result.channels
         if offsets is not None:
             start = len(tasks)
             tasks += result.tasks
             offsets[source_file] = (start, len(tasks))
         else:
             tasks += result.tasks
-    if frozen or failed:  # (files with errors have no tasks, but duplicates' files do)
+    unknown = _unknown_channels(order, results, labels, first_channel.keys())
+    if unknown:
+        errors += unknown
+        failed.update(f for f in order if any(
+            ref[1] not in first_channel for ref in results[f].references))
+    if frozen or frozen_channels or failed:  # files with errors have none, duplicates' do
         tasks = [t for t in tasks if t.name not in frozen and t.source_file not in failed]
+        channels = [c for c in channels
+                    if c.name not in frozen_channels and c.source_file not in failed]
         if offsets is not None:
             offsets.clear()  # no incremental updates from a state with errors
     errors.sort(key=lambda e: (e.file, e.line or 0, e.column or 0))
     return DesiredState(
         tasks=tuple(tasks),
         errors=tuple(errors),
+        channels=tuple(channels),
         failed_files=frozenset(failed),
         frozen_names=frozenset(frozen),
+        frozen_channels=frozenset(frozen_channels),
         files=frozenset(results),
     )
 

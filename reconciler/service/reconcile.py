@@ -19,7 +19,7 @@ from reconciler.core.errors import PlanRefusedError
 from reconciler.core.model import DesiredState
 from reconciler.core.plan import DEFAULT_SAFETY, Plan, SafetyOptions, plan
 from reconciler.core.protocols import TaskStore
-from reconciler.core.runtime import ActualTask, ApplyRecord, GitRevision
+from reconciler.core.runtime import ActualChannel, ActualTask, ApplyRecord, GitRevision
 from reconciler.manifests import LoadCache, load_directory
 from reconciler.manifests.git import detect_revision
 
@@ -56,7 +56,8 @@ def make_plan(
     re-read ten thousand rows.
     """
     desired = load_directory(manifests, cache=cache, hint=hint)
-    return desired, plan(desired, store.load_tasks() if actual is None else actual, options)
+    tasks = store.load_tasks() if actual is None else actual
+    return desired, plan(desired, tasks, options, store.load_channels())
 
 
 def apply(
@@ -111,3 +112,9 @@ def actual_from_desired(desired: DesiredState) -> Iterable[ActualTask]:
             generation=1,
             source_file=task.source_file,
         )
+
+
+def channels_from_desired(desired: DesiredState) -> Iterable[ActualChannel]:
+    """Treat manifests' channels (e.g. at a git ref) as if they were the runtime table."""
+    for channel in desired.channels:
+        yield ActualChannel(channel.name, channel.document, channel.hash, 1, channel.source_file)

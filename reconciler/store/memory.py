@@ -4,7 +4,8 @@ It keeps the semantics of :class:`~reconciler.store.sql.SQLStore` (the same cont
 suite runs against both): one winner per ``(task, slot, attempt)``, fencing tokens,
 generations, tombstones and resurrection in ``apply_plan``, overrides and their
 marker, the conditions of ``claim_pending_run`` and ``abandon_runs``, pruning rules,
-the audit log and the replicas' rows. Naive datetimes are refused with ``ValueError``
+the audit log, the replicas' rows and the notification outbox
+(:mod:`reconciler.store.memory_outbox`). Naive datetimes are refused with ``ValueError``
 like on SQL; documents and audit details are stored as JSON, so callers get copies.
 
 Nothing is kept across restarts, and nothing is shared between processes: a daemon
@@ -23,9 +24,11 @@ from typing import Any, Self
 
 from reconciler.core.clock import Clock, SystemClock
 from reconciler.core.errors import PlanRefusedError, StoreError, TaskNotFoundError
-from reconciler.core.plan import Action, Plan, TaskChange
+from reconciler.core.outbox import NotifyBuilder
+from reconciler.core.plan import Action, ChannelChange, Plan, TaskChange
 from reconciler.core.protocols import NewRun
 from reconciler.core.runtime import (
+    ActualChannel,
     ActualTask,
     ApplyRecord,
     GitRevision,
@@ -34,6 +37,7 @@ from reconciler.core.runtime import (
     SuspendOverride,
     Trigger,
 )
+from reconciler.store.memory_outbox import MemoryOutbox
 from reconciler.store.sql_audit import replica_identity
 from reconciler.store.sql_base import ACTIVE_STATUSES, check_aware
 from reconciler.store.sql_reads import EXECUTED_STATUSES
@@ -103,19 +107,21 @@ def _copy_json(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return None if value is None else dict(json.loads(dumps_json(dict(value))))
 
 
-class MemoryStore:
+class MemoryStore(MemoryOutbox):
     """Every port of :class:`~reconciler.core.protocols.Store`, in memory (see above)."""
 
     def __init__(self, *, clock: Clock | None = None) -> None:
         self.clock: Clock = clock or SystemClock()
         self._lock = threading.RLock()
         self._tasks: dict[str, _Task] = {}
+        self._channels: dict[str, ActualChannel] = {}
         self._runs: dict[int, RunRecord] = {}
         self._keys: dict[tuple[str, datetime, int], int] = {}
         self._applies: list[tuple[ApplyRecord, dict[str, Any]]] = []
         self._audit: list[dict[str, Any]] = []
         self._replicas: dict[str, dict[str, Any]] = {}
         self._next_run_id = 1
+        MemoryOutbox.__init__(self)
 
     url = MEMORY_URL
     dialect = "memory"
@@ -144,6 +150,10 @@ class MemoryStore:
         with self._lock:
             live = [t for t in self._tasks.values() if t.deleted_at is None]
         return [t.actual() for t in sorted(live, key=lambda t: t.name)]
+
+    def load_channels(self) -> list[ActualChannel]:
+        with self._lock:
+            return [self._channels[name] for name in sorted(self._channels)]
 
     def get_task(self, name: str, *, include_deleted: bool = False) -> ActualTask | None:
         with self._lock:
@@ -176,6 +186,13 @@ class MemoryStore:
                 raise StoreError(
                     f"{describe_tasks(stale)} changed since the plan was made; plan again"
                 )
+            stale = [c.name for c in plan.channels if self._stale_channel(c)]
+            if stale:
+                raise StoreError(
+                    f"channel(s) {', '.join(stale)} changed since the plan was made; plan again"
+                )
+            for channel in plan.channels:
+                self._write_channel(channel, sha, at)
             for change in plan.creates:
                 self._create(change, sha, dirty, at)
             for change in plan.updates:
@@ -195,6 +212,26 @@ class MemoryStore:
             )
             self._applies.append((record, summary))
         return record
+
+    def _stale_channel(self, change: ChannelChange) -> bool:
+        row = self._channels.get(change.name)
+        if change.action is Action.CREATE:
+            return row is not None
+        if change.action in (Action.UPDATE, Action.DELETE):
+            assert change.actual is not None
+            return row is None or row.generation != change.actual.generation
+        return False
+
+    def _write_channel(self, change: ChannelChange, sha: str | None, at: datetime) -> None:
+        want, have = change.desired, change.actual
+        if change.action is Action.DELETE:
+            del self._channels[change.name]
+        elif change.action in (Action.CREATE, Action.UPDATE):
+            assert want is not None
+            generation = 1 if have is None else have.generation + (want.hash != have.hash)
+            self._channels[change.name] = ActualChannel(
+                want.name, json.loads(dumps_json(want.document)), want.hash, generation,
+                want.source_file, sha, at)
 
     def _stale(self, change: TaskChange) -> bool:
         """Whether a planned write no longer matches the row (the SQL store's guard)."""
@@ -268,14 +305,25 @@ class MemoryStore:
             raise duplicate_run_error(run)
         return record
 
-    def insert_runs(self, batch: Sequence[NewRun]) -> list[RunRecord | None]:
+    def insert_runs(
+        self, batch: Sequence[NewRun], *, notify: NotifyBuilder | None = None
+    ) -> list[RunRecord | None]:
         if not batch:
             return []
         now = self.clock.now()
         for run in batch:  # refuse a bad value before anything is written
             check_aware(slot=run.slot, started_at=run.started_at, finished_at=run.finished_at)
         with self._lock:
-            return [self._insert(run, now) for run in batch]
+            before = (dict(self._runs), dict(self._keys), self._next_run_id)
+            out = [self._insert(run, now) for run in batch]
+            try:
+                rows = [n for r in out if r is not None and notify is not None
+                        for n in notify(r)]
+                self._write_outbox(rows)
+            except BaseException:  # one transaction: the runs go with their notifications
+                self._runs, self._keys, self._next_run_id = before
+                raise
+            return out
 
     def _insert(self, run: NewRun, created_at: datetime) -> RunRecord | None:
         """Insert (lock held); ``None`` when (task, slot, attempt) is taken."""
@@ -296,7 +344,10 @@ class MemoryStore:
         self._runs[record.id] = record
         return record
 
-    def update_run(self, run_id: int, *, fencing_token: int | None = None, **values: Any) -> bool:
+    def update_run(
+        self, run_id: int, *, fencing_token: int | None = None,
+        notify: NotifyBuilder | None = None, **values: Any,
+    ) -> bool:
         check_run_columns(values)
         if "status" in values:
             values["status"] = RunStatus(values["status"])
@@ -313,7 +364,10 @@ class MemoryStore:
                 if record.fencing_token is not None and record.fencing_token > fencing_token:
                     return False
                 values["fencing_token"] = fencing_token
-            self._runs[run_id] = replace(record, **values)
+            updated = replace(record, **values)
+            rows = () if notify is None else notify(updated)  # raises: nothing written
+            self._write_outbox(rows)  # all or nothing, before the run's row
+            self._runs[run_id] = updated
             return True
 
     def get_run(self, run_id: int) -> RunRecord | None:

@@ -16,6 +16,14 @@ identity maps and unit-of-work bookkeeping would only cost time.
 * ``applies``: an audit row per successful apply.
 * ``replicas``: one row per daemon process (id = its replica name): when it started,
   its last heartbeat, when it stopped, and the status document it last reported.
+* ``channels``: one row per live ``kind: Channel`` (where notifications go); apply
+  writes them with the tasks, in the same transaction; a deleted channel's row is
+  removed (nothing points at it).
+* ``notifications``: the outbox. One row per (channel, event) of a run's outcome,
+  written in the transaction of the run's final status (or of a missed slot); the
+  sender claims rows (``claimed_by``, ``lease_until``), delivers them and records every
+  attempt (``attempt_log``) until ``sent`` or, after 24 hours, ``failed``; a row folded
+  into another's message is ``grouped`` (``grouped_into``).
 * ``audit``: one row per operator action through the HTTP API (trigger, suspend,
   resume, cancel): who (the token's name), when, on what, with which outcome.
 
@@ -161,5 +169,46 @@ audit = Table(
     Column("detail", json_type(), nullable=True),
     Index("ix_audit_at", "at"),
     Index("ix_audit_target", "target"),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+channels = Table(
+    "channels",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("document", json_type(), nullable=False),
+    Column("spec_hash", String(64), nullable=False),
+    Column("generation", Integer, nullable=False),
+    Column("source_file", String(1024), nullable=False),
+    Column("source_revision", String(64), nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", RunId, primary_key=True, autoincrement=True),
+    Column("channel", String(63), nullable=False),
+    Column("task_name", String(63), nullable=False),
+    Column("event", String(16), nullable=False),
+    Column("event_id", String(255), nullable=False),
+    Column("run_id", BigInteger, nullable=True),
+    Column("body", json_type(), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("repeats", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("claimed_by", String(255), nullable=True),
+    Column("lease_until", UTCDateTime, nullable=True),
+    Column("sent_at", UTCDateTime, nullable=True),
+    Column("grouped_into", BigInteger, nullable=True),
+    Column("last_status_code", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("attempt_log", json_type(), nullable=True),
+    Index("ix_notifications_status_next_attempt_at", "status", "next_attempt_at"),
+    Index("ix_notifications_channel_task_name_event", "channel", "task_name", "event"),
+    Index("ix_notifications_task_name", "task_name"),
     **MYSQL_TABLE_OPTIONS,
 )

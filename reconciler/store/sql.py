@@ -2,7 +2,8 @@
 
 It implements every store port of :mod:`reconciler.core.protocols` with SQLAlchemy
 Core, one module per port: ``sql_tasks`` (``TaskStore``), ``sql_runs`` (``RunStore``),
-``sql_reads`` (``ReadModel``), ``sql_audit`` (``AuditStore`` and ``ReplicaStore``), all
+``sql_reads`` (``ReadModel``), ``sql_audit`` (``AuditStore`` and ``ReplicaStore``),
+``sql_outbox`` (``NotificationStore``: the notification outbox), all
 on the shared engine and error mapping of ``sql_base``.
 
 Applying a plan
@@ -75,6 +76,8 @@ from sqlalchemy.engine import Engine
 
 from reconciler.core.protocols import Store
 from reconciler.store.sql_audit import SQLAudit, SQLReplicas
+from reconciler.store.sql_channels import SQLChannels
+from reconciler.store.sql_outbox import SQLOutbox
 from reconciler.store.sql_reads import SQLReads
 from reconciler.store.sql_runs import RUN_UPDATE_COLUMNS, SQLRuns
 from reconciler.store.sql_tasks import SCHEDULE_COLUMNS, SQLTasks
@@ -82,7 +85,7 @@ from reconciler.store.sql_tasks import SCHEDULE_COLUMNS, SQLTasks
 __all__ = ["RUN_UPDATE_COLUMNS", "SCHEDULE_COLUMNS", "DatabaseStore", "SQLStore"]
 
 
-class SQLStore(SQLTasks, SQLRuns, SQLReads, SQLAudit, SQLReplicas):
+class SQLStore(SQLTasks, SQLChannels, SQLRuns, SQLReads, SQLAudit, SQLReplicas, SQLOutbox):
     """The runtime store on a SQLAlchemy engine (see the module docstring).
 
     ``SQLStore(url)`` connects lazily (nothing happens until the first call); ``url``

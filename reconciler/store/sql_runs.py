@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from reconciler.core.errors import (
     DuplicateRunError,
 )
+from reconciler.core.outbox import NotifyBuilder
 from reconciler.core.protocols import NewRun
 from reconciler.core.runtime import (
     RunRecord,
@@ -42,6 +43,7 @@ from reconciler.store.sql_base import (
     new_id,
     run_record,
 )
+from reconciler.store.sql_outbox import write_outbox
 
 #: Columns ``update_run`` may set (identity columns and ``created_at`` are fixed).
 RUN_UPDATE_COLUMNS: Final = frozenset(
@@ -83,13 +85,16 @@ class SQLRuns(SQLBase):
                 raise duplicate_run_error(run) from None
         return _new_record(run, run_id, created_at)
 
-    def insert_runs(self, batch: Sequence[NewRun]) -> list[RunRecord | None]:
+    def insert_runs(
+        self, batch: Sequence[NewRun], *, notify: NotifyBuilder | None = None
+    ) -> list[RunRecord | None]:
         """Insert many runs in ONE transaction; ``None`` where (task, slot, attempt) is taken.
 
         The scheduler starts every run due at the same instant through one call, so a
         second with hundreds of slots costs one commit, not hundreds. A taken key is
         skipped by the database itself (``ON CONFLICT DO NOTHING`` / ``INSERT IGNORE``),
-        so one duplicate never aborts the others.
+        so one duplicate never aborts the others. ``notify``: the outbox rows of each
+        inserted run, written in the same transaction.
         """
         if not batch:
             return []
@@ -104,7 +109,10 @@ class SQLRuns(SQLBase):
                     run_id = None if row is None else int(row[0])
                 else:
                     run_id = new_id(result) if result.rowcount == 1 else None
-                out.append(None if run_id is None else _new_record(run, run_id, created_at))
+                record = None if run_id is None else _new_record(run, run_id, created_at)
+                out.append(record)
+                if record is not None and notify is not None:
+                    write_outbox(conn, notify(record))
         return out
 
     def _run_exists(self, run: NewRun) -> bool:
@@ -116,13 +124,19 @@ class SQLRuns(SQLBase):
         with self._errors("check for a duplicate run"), self.engine.connect() as conn:
             return conn.execute(stmt).first() is not None
 
-    def update_run(self, run_id: int, *, fencing_token: int | None = None, **values: Any) -> bool:
+    def update_run(
+        self, run_id: int, *, fencing_token: int | None = None,
+        notify: NotifyBuilder | None = None, **values: Any,
+    ) -> bool:
         """Set columns of a run; ``True`` when the row was updated.
 
         With ``fencing_token``, one atomic ``UPDATE ... WHERE fencing_token IS NULL OR
         fencing_token <= :token`` that also stores the token: ``False`` when a newer
         holder has written the row. ``False`` too for an unknown ``run_id``. Only the
         columns in ``RUN_UPDATE_COLUMNS`` may be set (``ValueError`` otherwise).
+        ``notify``: called with the row as written when it was updated; the outbox rows
+        it returns are written in the same transaction (the run's final status and its
+        notifications land together or not at all).
         """
         check_run_columns(values)
         if "status" in values:
@@ -137,7 +151,12 @@ class SQLRuns(SQLBase):
             if not values:
                 return conn.execute(select(runs.c.id).where(*conditions)).first() is not None
             result = conn.execute(update(runs).where(*conditions).values(**values))
-            return bool(result.rowcount == 1)
+            if result.rowcount != 1:
+                return False
+            if notify is not None:
+                row = conn.execute(select(runs).where(runs.c.id == run_id)).one()
+                write_outbox(conn, notify(run_record(row)))
+            return True
 
     def get_run(self, run_id: int) -> RunRecord | None:
         with self._errors(f"read run {run_id}"), self.engine.connect() as conn:

@@ -46,6 +46,7 @@ from reconciler.store.sql_base import (
     new_id,
     task_records,
 )
+from reconciler.store.sql_channels import ChannelConflict, write_channels
 from reconciler.store.types import utc_from_db
 
 SCHEDULE_COLUMNS: Final = frozenset({"next_fire_at", "last_slot_at", "last_success_at"})
@@ -112,6 +113,8 @@ class SQLTasks(SQLBase):
                     self._write_updates(conn, updates, sha, dirty, now)
                 if deletes:
                     self._write_deletes(conn, deletes, now)
+                if plan.channels:
+                    write_channels(conn, plan.channels, sha, now)
                 result = conn.execute(
                     insert(applies),
                     {
@@ -127,6 +130,10 @@ class SQLTasks(SQLBase):
         except _Conflict as conflict:
             stale = describe_tasks(self._stale_names(plan, conflict.names))
             raise StoreError(f"{stale} changed since the plan was made; plan again") from None
+        except ChannelConflict as conflict:
+            stale = ", ".join(conflict.names)
+            raise StoreError(
+                f"channel(s) {stale} changed since the plan was made; plan again") from None
         return ApplyRecord(
             id=apply_id,
             applied_at=now.astimezone(UTC),
@@ -451,6 +458,12 @@ def apply_summary_of(plan: Plan) -> tuple[dict[str, int], dict[str, Any]]:
         "drift": [d.name for d in plan.drift],
         "errors": len(plan.errors),
     }
+    channel_names = {
+        action: [c.name for c in plan.channels_of(Action(action))]
+        for action in ("create", "update", "delete")
+    }
+    if any(channel_names.values()):
+        summary["channels"] = channel_names
     return counts, summary
 
 

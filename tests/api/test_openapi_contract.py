@@ -83,7 +83,7 @@ async def _successes(h: Harness, seen: Seen) -> int:
 
     h.executor.blocked.add(TASK)
     for path in ("/healthz", "/readyz", "/metrics", "/api/v1/tasks", "/api/v1/plan",
-                 "/api/v1/status", "/api/v1/audit"):
+                 "/api/v1/status", "/api/v1/audit", "/api/v1/notifications"):
         await call("GET", path, 200)
     await call("HEAD", "/api/v1/events", 200)  # a stream: HEAD ends it after the headers
     r = await call("POST", "/api/v1/tasks/{name}/trigger", 202, url_of(
@@ -127,6 +127,8 @@ async def _errors(h: Harness, seen: Seen, live: int) -> None:
     await call("GET", "/api/v1/tasks", 400, "/api/v1/tasks", params={"selector": "a in (b"})
     await call("GET", "/api/v1/tasks", 422, "/api/v1/tasks", params={"limit": "0"})
     await call("GET", "/api/v1/audit", 422, "/api/v1/audit", params={"limit": "0"})
+    await call("GET", "/api/v1/notifications", 422, "/api/v1/notifications",
+               params={"limit": "0"})
     await call("GET", "/api/v1/tasks/{name}/runs", 400, url_of("/api/v1/tasks/{name}/runs", 0),
                params={"status": "bogus"})
     await call("POST", "/api/v1/tasks/{name}/suspend", 413,

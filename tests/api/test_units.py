@@ -14,12 +14,12 @@ from reconciler.api.auth import TokenStore, bearer_token, parse_env_token, parse
 from reconciler.api.events import EventHub
 from reconciler.api.index import TaskIndex
 from reconciler.api.metrics import Metrics, missed_reason
-from reconciler.api.selectors import SelectorError, parse_selector
 from reconciler.api.server import ListenError, parse_listen
 from reconciler.api.views import redacted_spec
 from reconciler.core.errors import ReconcilerError
 from reconciler.core.redaction import redact_url
 from reconciler.core.runtime import ActualTask, RunRecord, RunStatus, SuspendOverride, Trigger
+from reconciler.core.selectors import SelectorError, parse_selector
 
 T = datetime(2026, 3, 2, 12, tzinfo=UTC)
 

@@ -36,7 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from reconciler.core.protocols import Store
 from reconciler.store import MemoryStore, SQLStore, normalize_url, safe_url
-from reconciler.store.schema import applies, replicas, runs, tasks
+from reconciler.store.schema import applies, channels, notifications, replicas, runs, tasks
 from tests.services.ci import unavailable
 
 BACKENDS = ("memory", "sqlite", "postgresql", "mariadb")
@@ -139,9 +139,10 @@ def database_url(backend: Backend) -> Iterator[URL]:
 def wipe(engine: Engine) -> None:
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
-            conn.execute(text("TRUNCATE tasks, runs, applies, replicas RESTART IDENTITY"))
+            conn.execute(text("TRUNCATE tasks, runs, applies, replicas, channels, notifications "
+                              "RESTART IDENTITY"))
         else:
-            for table in (runs, applies, tasks, replicas):
+            for table in (runs, applies, tasks, replicas, channels, notifications):
                 conn.execute(table.delete())
 
 
