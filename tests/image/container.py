@@ -14,8 +14,8 @@ command, user, environment, working directory), in its own mount and PID namespa
 - the entrypoint (tini) is PID 1 of the new PID namespace, with a fresh ``/proc``;
 - the network is the host's, so the test reaches the daemon on a loopback port.
 
-When ``unshare`` dies its child is killed (``--kill-child``), and with PID 1 of the
-namespace every process in it: nothing outlives a failed test.
+:meth:`Contained.close` kills PID 1 of the namespace, and with it every process in it:
+nothing outlives a failed test.
 """
 
 from __future__ import annotations
@@ -158,8 +158,21 @@ class Contained:
         return self.proc.wait(timeout=timeout)
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()  # --kill-child: PID 1 of the namespace dies, and all in it
+        """SIGKILL to PID 1 of the namespace: the kernel then kills every process in it.
+
+        ``--kill-child`` alone is not enough: the parent-death signal it sets is cleared
+        when chroot drops to the image's user, so the entrypoint would outlive ``unshare``.
+        """
+        if self.proc.poll() is not None:
+            return
+        pid = self.pid_one()
+        if pid is not None:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
             self.proc.wait(timeout=30)
 
 

@@ -20,6 +20,8 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,13 +75,17 @@ def container(image: str) -> Iterator[WorkingContainer]:
         yield c
 
 
-@pytest.fixture()
-def state(tmp_path: Path) -> Path:
+def make_state(parent: Path) -> Path:
     """The state volume: a host directory owned by the image's user (fsGroup's job)."""
-    path = tmp_path / "state"
+    path = parent / "state"
     path.mkdir()
     os.chown(path, UID, GID)
     return path
+
+
+@pytest.fixture()
+def state(tmp_path: Path) -> Path:
+    return make_state(tmp_path)
 
 
 def run_once(container: WorkingContainer, config: ImageConfig, argv: list[str],
@@ -149,37 +155,66 @@ def succeeded_heartbeat(port: int) -> dict[str, Any] | None:
     return next((r for r in runs["items"] if r["status"] == "succeeded"), None) if runs else None
 
 
-@pytest.mark.parametrize("root", ["read-only", "overlay"])
+ROOTS = ("read-only", "overlay")
+
+
+@dataclass
+class Daemon:
+    """``reconciler run`` in the image: the image's entrypoint and command, on ``examples/``."""
+
+    process: Contained
+    port: int
+    log: Path
+    state: Path
+    overlay: Path | None
+
+
+@pytest.fixture(scope="module")
+def daemons(container: WorkingContainer, config: ImageConfig,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Daemon]]:
+    """One daemon per kind of root, started together: each waits about one heartbeat
+    period (10 s) for its first run, so side by side they take that time once."""
+    started: dict[str, Daemon] = {}
+    with ExitStack() as stack:
+        for root, port in zip(ROOTS, free_ports(len(ROOTS)), strict=True):
+            tmp = tmp_path_factory.mktemp(f"daemon-{root}")
+            state = make_state(tmp)
+            overlay = tmp / "overlay" if root == "overlay" else None
+            if overlay is not None:
+                overlay.mkdir()
+            log = tmp / "daemon.log"
+            output = stack.enter_context(open(log, "wb"))
+            argv = contained_argv(container, config, [*config.entrypoint, *config.cmd],
+                                  state=state, manifests=REPO / "examples",
+                                  env={"RECONCILER_LISTEN": f"127.0.0.1:{port}"},
+                                  overlay=overlay)
+            started[root] = Daemon(Contained(argv, output), port, log, state, overlay)
+            stack.callback(started[root].process.close)
+        yield started
+
+
+@pytest.mark.parametrize("root", ROOTS)
 def test_the_daemon_serves_and_runs_the_examples_writing_only_to_its_volumes(
-    container: WorkingContainer, config: ImageConfig, state: Path, tmp_path: Path, root: str
+    daemons: dict[str, Daemon], container: WorkingContainer, config: ImageConfig, root: str
 ) -> None:
     """``read-only``: the root is mounted read-only and the daemon works regardless.
     ``overlay``: the root is writable through an overlay, and afterwards its upper layer
     must be empty: the daemon did not even try to write outside /tmp and the state volume
     (a read-only root would hide a write whose error the code swallows)."""
-    (port,) = free_ports(1)
-    env = {"RECONCILER_LISTEN": f"127.0.0.1:{port}"}
-    log = tmp_path / "daemon.log"
-    overlay = tmp_path / "overlay" if root == "overlay" else None
-    if overlay is not None:
-        overlay.mkdir()
-    with open(log, "wb") as output:
-        daemon = Contained(contained_argv(container, config, [*config.entrypoint, *config.cmd],
-                                          state=state, manifests=REPO / "examples", env=env,
-                                          overlay=overlay), output)
-        try:
-            _check_serving_daemon(daemon, container, config, port, log)
-            assert daemon.terminate(timeout=30) == 0, log.read_text()
-        finally:
-            daemon.close()
-    text = log.read_text(errors="replace")
+    daemon = daemons[root]
+    try:
+        _check_serving_daemon(daemon.process, container, config, daemon.port, daemon.log)
+        assert daemon.process.terminate(timeout=30) == 0, daemon.log.read_text()
+    finally:
+        daemon.process.close()
+    text = daemon.log.read_text(errors="replace")
     for symptom in ("Read-only file system", "Permission denied", "Traceback"):
         assert symptom not in text, text
-    db = state / ".reconciler" / "state.db"
+    db = daemon.state / ".reconciler" / "state.db"
     assert db.is_file() and db.stat().st_uid == UID  # the state lives in the volume
-    if overlay is not None:
-        written = sorted(str(p.relative_to(overlay / "upper")) for p in
-                         (overlay / "upper").rglob("*"))
+    if daemon.overlay is not None:
+        upper = daemon.overlay / "upper"
+        written = sorted(str(p.relative_to(upper)) for p in upper.rglob("*"))
         assert written == [], f"written outside /tmp and the state volume: {written}"
 
 
