@@ -16,6 +16,10 @@
 # - the HTTP server listens on 0.0.0.0:8080 (RECONCILER_LISTEN); /healthz is the
 #   health check, /readyz the readiness check;
 # - git is installed (revision detection of the manifests checkout).
+#
+# PYTHON_IMAGE may be any Debian-based image with python3 (and venv support): `make image`
+# builds on a local Debian bookworm base with python3, git and tini already in it
+# (tests/services/image.py), where no registry is reachable.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -24,7 +28,8 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
-RUN python -m venv /opt/reconciler
+# `python3`: the official images have both names, Debian's python3 package only this one.
+RUN python3 -m venv /opt/reconciler
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY reconciler ./reconciler
@@ -42,9 +47,12 @@ LABEL org.opencontainers.image.title="reconciler" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"
 
-RUN apt-get update \
- && apt-get install -y --no-install-recommends git tini ca-certificates \
- && rm -rf /var/lib/apt/lists/* \
+# A base that has the packages already (the local Debian base of `make image`) skips apt.
+RUN if ! dpkg -s git tini ca-certificates >/dev/null 2>&1; then \
+      apt-get update \
+      && apt-get install -y --no-install-recommends git tini ca-certificates \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi \
  && groupadd --gid "${GID}" reconciler \
  && useradd --uid "${UID}" --gid "${GID}" --no-create-home --home-dir /tmp \
       --shell /usr/sbin/nologin reconciler \

