@@ -146,6 +146,11 @@ class HttpTarget(_Frozen):
         pattern=r"^([1-5](xx|[0-9][0-9]))(,[1-5](xx|[0-9][0-9]))*$",
         description="Comma-separated status codes or classes, e.g. '2xx' or '200,204,3xx'.",
     )
+    idempotency_key: bool = Field(
+        default=True,
+        description="Send the run's idempotency key as an Idempotency-Key header "
+        "(the same for every attempt of a slot).",
+    )
 
 
 def _exactly_one_target_schema(schema: dict[str, Any]) -> None:
