@@ -36,6 +36,7 @@ from kazoo.exceptions import KazooException
 
 from reconciler.core.clock import Clock
 from reconciler.core.errors import ReconcilerError
+from reconciler.core.isolation import HostFacts
 from reconciler.core.plan import Action, SafetyOptions
 from reconciler.core.runtime import ActualTask, RunRecord, RunStatus, Trigger
 from reconciler.core.scheduling import decide_retry
@@ -44,6 +45,7 @@ from reconciler.daemon.offload import OffloadExecutor
 from reconciler.daemon.scheduler import Scheduler
 from reconciler.daemon.state import Cluster, DaemonState
 from reconciler.daemon.worker import StoreWorker
+from reconciler.executors.isolation import current_mode, sweep_run_cgroups
 from reconciler.locks import (
     ChangeEvent,
     ConnectionState,
@@ -91,6 +93,8 @@ class DaemonConfig:
     zookeeper_session_timeout: timedelta = timedelta(seconds=10)
     # a slot claimed by a peer that recorded nothing for this long is recorded missed
     unclaimed_grace: timedelta = timedelta(seconds=30)
+    # what this daemon runs as: tasks it cannot run as declared are manifest errors
+    host: HostFacts = field(default_factory=lambda: HostFacts(root=os.geteuid() == 0))
 
 
 def _watch_target(root: Path) -> tuple[Path, tuple[int, int] | None]:
@@ -182,6 +186,8 @@ class Daemon:
             self.db_guard.remember()
         # With peers, "running" rows may be theirs: only stale ones are abandoned.
         await self._abandon_orphans(all_running=self.coordinator is None)
+        if swept := sweep_run_cgroups(current_mode()):
+            log.warning("killed the processes of %d run cgroup(s) a dead daemon left", swept)
         await self.reconcile_once()
 
     async def _check_lock(self) -> None:
@@ -289,7 +295,7 @@ class Daemon:
             result = await self.worker.bulk(
                 reconcile, self.config.manifests, self.store, self.config.safety,
                 actor=f"daemon/{self.config.replica}", clock=self.clock, cache=self.cache,
-                actual=list(self.actual.values()), hint=hint,
+                actual=list(self.actual.values()), hint=hint, host=self.config.host,
             )
         except ReconcilerError as exc:
             self.state.last_error = str(exc)
@@ -447,6 +453,7 @@ class Daemon:
             "tasks": len(self.scheduler.tasks),
             "active_runs": len(self.scheduler.active_runs),
             "last_error": self.last_error,
+            "isolation": current_mode().describe(),
         }
         if self.coordinator is not None and self.skew_guard is not None:
             status["zookeeper"] = self.coordinator.status()

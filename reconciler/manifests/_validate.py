@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from reconciler.core.isolation import HOST_FIELDS, with_field_lines
 from reconciler.core.model import API_VERSION, KIND, ManifestError, TaskDef, TaskManifest
 from reconciler.manifests._yaml import STR_TAG, mark_position
 
@@ -205,7 +206,24 @@ def validate_document(
     except Exception as exc:  # a validator that raised something pydantic does not wrap
         return None, [error(root, f"cannot validate the document: {_describe(exc)}")]
     line = root.start_mark.line + 1
-    return kind.build(manifest, source_file, line), []
+    return with_field_lines(kind.build(manifest, source_file, line), _host_fields(root)), []
+
+
+def _host_fields(root: Node) -> dict[str, tuple[int, int]]:
+    """Where the fields of :data:`HOST_FIELDS` are (their keys), when present."""
+    found: dict[str, tuple[int, int]] = {}
+    for path in HOST_FIELDS:
+        node: Node | None = root
+        key_node: Node | None = None
+        for part in path.split("."):
+            pair = child(node, part)
+            if pair is None:
+                break
+            key_node, node = pair
+        else:
+            if key_node is not None:
+                found[path] = mark_position(key_node)
+    return found
 
 
 def _value_node(root: Node, key: str) -> Node | None:
