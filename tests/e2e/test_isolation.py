@@ -37,7 +37,8 @@ def test_a_retried_slot_sees_the_same_key_across_a_restart(
     # attempt 1 writes its key and hangs; the daemon is killed under it (-9) and started
     # again, which abandons the run and retries the slot (attempt 2, a new process).
     script = (f"echo key=$RECONCILER_IDEMPOTENCY_KEY > {seen}; "
-              "[ $RECONCILER_ATTEMPT -ge 2 ] && echo key=$RECONCILER_IDEMPOTENCY_KEY || sleep 60")
+              "[ $RECONCILER_ATTEMPT -ge 2 ] && echo key=$RECONCILER_IDEMPOTENCY_KEY "
+              "|| exec sleep 60")
     daemon.write("job.yaml", task_yaml("job", "0 0 1 1 *", f"shell: '{script}'",
                                        retries="{limit: 2, backoff: 1s}"))
     daemon.start()
