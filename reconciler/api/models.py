@@ -219,6 +219,7 @@ class Replica(_Doc):
     tasks: int | None
     activeRuns: int | None
     lastError: str | None
+    isolation: str | None = None  # "rlimit: ..." or "cgroup: ...": how limits are enforced
 
 
 class TaskCounts(_Doc):

@@ -55,6 +55,7 @@ async def status(_: Reader, c: Ctx, read: Read) -> JSONResponse:
             "activeRuns": _int_or_none(st.get("active_runs")),
             "lastError": st.get("last_error") if isinstance(st.get("last_error"), str)
             else None,
+            "isolation": st.get("isolation") if isinstance(st.get("isolation"), str) else None,
         })
     for doc in docs:
         doc["writer"] = doc["id"] == writer

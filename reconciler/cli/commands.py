@@ -297,6 +297,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         if not r["stopped_at"]:
             errors.extend(st.get("manifest_errors") or [])
             errors.extend(f"refused: {x}" for x in st.get("refusals") or [])
+            if st.get("isolation"):
+                notes.append(f"{r['id']} isolation of runs with limits: {st['isolation']}")
             skew: dict[str, Any] = st.get("clock_skew") or {}
             if skew.get("refusing"):
                 notes.append(f"{r['id']} is not claiming: {skew['refusing']}")

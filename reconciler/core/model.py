@@ -132,6 +132,9 @@ class FromFile(_Frozen):
 
 
 EnvValue = Annotated[str, Field(max_length=65536)] | FromEnv | FromFile
+#: A user or group: a name (as useradd allows) or a numeric id.
+UserRef = (Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$")]
+           | Annotated[int, Field(ge=0, le=4_294_967_294)])
 
 
 class HttpTarget(_Frozen):
@@ -145,6 +148,11 @@ class HttpTarget(_Frozen):
         default="2xx",
         pattern=r"^([1-5](xx|[0-9][0-9]))(,[1-5](xx|[0-9][0-9]))*$",
         description="Comma-separated status codes or classes, e.g. '2xx' or '200,204,3xx'.",
+    )
+    idempotency_key: bool = Field(
+        default=True,
+        description="Send the run's idempotency key as an Idempotency-Key header "
+        "(the same for every attempt of a slot).",
     )
 
 
@@ -173,6 +181,15 @@ class RunSpec(_Frozen):
     )
     env: dict[Annotated[str, Field(pattern=ENV_NAME_PATTERN, max_length=256)], EnvValue] = {}
     working_dir: str | None = Field(default=None, pattern=r"^/", max_length=4096)
+    user: UserRef | None = Field(
+        default=None,
+        description="Run the command or shell as this user (name or uid); the daemon "
+        "must run as root. HOME, USER and LOGNAME are that user's.",
+    )
+    group: UserRef | None = Field(
+        default=None,
+        description="Run as this group (name or gid); default: the user's primary group.",
+    )
 
     @model_validator(mode="after")
     def _exactly_one_target(self) -> RunSpec:
@@ -181,6 +198,10 @@ class RunSpec(_Frozen):
             raise ValueError(
                 "exactly one of command, shell, http or python is required"
                 + (f" (got {', '.join(given)})" if given else "")
+            )
+        if (self.user is not None or self.group is not None) and given[0] not in RUN_AS_KINDS:
+            raise ValueError(
+                f"user and group apply to command and shell runs only (this is {given[0]})"
             )
         return self
 
@@ -229,6 +250,42 @@ class NotifyRule(_Frozen):
         return value
 
 
+#: The run kinds that may run as another user (``run.user`` / ``run.group``).
+RUN_AS_KINDS: tuple[RunKind, ...] = ("command", "shell")
+#: Byte sizes, Kubernetes style: 512Mi, 1Gi, 64M, 1000 (bytes).
+QUANTITY_PATTERN = r"^[1-9][0-9]{0,15}(Ki|Mi|Gi|Ti|K|M|G|T)?$"
+
+
+class Limits(_Frozen):
+    """Resources a run may use (cgroup v2 when the daemon can create cgroups, else rlimits).
+
+    What each limit means in each mode: docs/security.md.
+    """
+
+    memory: str | None = Field(
+        default=None, pattern=QUANTITY_PATTERN,
+        description="Memory of the run: cgroup memory.max, or RLIMIT_AS (address space) "
+        "per process in rlimit mode. 512Mi, 1Gi, 64M, or bytes.",
+    )
+    cpu: str | None = Field(
+        default=None, pattern=r"^([0-9]{1,4}(\.[0-9]{1,3})?|[1-9][0-9]{0,6}m)$",
+        description="CPUs, e.g. \"1.5\" or \"500m\": cgroup cpu.max; not enforced in "
+        "rlimit mode (an rlimit can only cap total CPU seconds).",
+    )
+    processes: int | None = Field(
+        default=None, ge=1, le=4_194_304,
+        description="Processes and threads: cgroup pids.max, or RLIMIT_NPROC (per real "
+        "user, ignored for root) in rlimit mode.",
+    )
+    open_files: int | None = Field(
+        default=None, ge=8, le=1 << 20, description="Open files per process (RLIMIT_NOFILE)."
+    )
+    file_size: str | None = Field(
+        default=None, pattern=QUANTITY_PATTERN,
+        description="Largest file a process may write (RLIMIT_FSIZE).",
+    )
+
+
 class Retries(_Frozen):
     """Failed runs are retried as new attempts of the same slot, with exponential backoff."""
 
@@ -268,6 +325,7 @@ class TaskSpec(_Frozen):
     retries: Retries = Retries()
     history: History = History()
     notify: list[NotifyRule] = Field(default=[], max_length=32)
+    limits: Limits | None = None
 
     @field_validator("notify")
     @classmethod
@@ -276,6 +334,12 @@ class TaskSpec(_Frozen):
         if len(set(names)) != len(names):
             raise ValueError("a channel is named twice; list its events in one entry")
         return value
+
+    @model_validator(mode="after")
+    def _limits_need_a_process(self) -> TaskSpec:
+        if self.limits is not None and self.run.kind == "http":
+            raise ValueError("limits apply to command, shell and python runs (this is http)")
+        return self
 
     @field_validator("schedule")
     @classmethod
@@ -381,6 +445,11 @@ class TaskDef:
     hash: str
     source_file: str
     source_line: int = 1
+    #: (line, column) of fields whose acceptance depends on the host (``spec.run.user``),
+    #: for errors found after loading; empty when the loader did not record them.
+    field_lines: dict[str, tuple[int, int]] = field(
+        default_factory=dict, compare=False, hash=False
+    )
 
     @classmethod
     def from_manifest(

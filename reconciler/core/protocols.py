@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from reconciler.core.model import RunSpec
+from reconciler.core.model import Limits, RunSpec
 from reconciler.core.outbox import (
     NewNotification,
     NotificationRecord,
@@ -269,6 +269,7 @@ class ExecutionRequest:
     output_limit: int = 64 * 1024
     kill_grace: timedelta = timedelta(seconds=5)
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    limits: Limits | None = None  # spec.limits (process runs)
 
 
 @dataclass(frozen=True, slots=True)

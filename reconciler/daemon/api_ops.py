@@ -29,6 +29,7 @@ from reconciler.api.limits import Limits, TickGate
 from reconciler.api.metrics import ZOOKEEPER_STATES
 from reconciler.core.clock import Clock
 from reconciler.core.errors import ReconcilerError
+from reconciler.core.isolation import HostFacts
 from reconciler.core.plan import SafetyOptions
 from reconciler.core.plan_document import plan_document
 from reconciler.core.runtime import ActualTask, RunRecord
@@ -75,6 +76,9 @@ class DaemonConfigView(Protocol):
 
     @property
     def safety(self) -> SafetyOptions: ...
+
+    @property
+    def host(self) -> HostFacts: ...
 
 
 class DaemonOperations:
@@ -172,7 +176,8 @@ class DaemonOperations:
                 return cached[2]
             d = self.d
             _, the_plan = await d.worker.bulk(make_plan, d.config.manifests, d.store,
-                                              d.config.safety, cache=d.cache)
+                                              d.config.safety, cache=d.cache,
+                                              host=d.config.host)
             revision = None
             if Path(d.config.manifests).exists():
                 with contextlib.suppress(ReconcilerError, OSError):

@@ -36,6 +36,7 @@ from kazoo.exceptions import KazooException
 
 from reconciler.core.clock import Clock
 from reconciler.core.errors import ReconcilerError
+from reconciler.core.isolation import HostFacts
 from reconciler.core.plan import Action, SafetyOptions
 from reconciler.core.runtime import ActualTask, RunRecord, RunStatus, Trigger
 from reconciler.core.scheduling import decide_retry
@@ -45,6 +46,7 @@ from reconciler.daemon.scheduler import Scheduler
 from reconciler.daemon.sender import NotificationSender
 from reconciler.daemon.state import Cluster, DaemonState
 from reconciler.daemon.worker import StoreWorker
+from reconciler.executors.isolation import current_mode, sweep_run_cgroups
 from reconciler.locks import (
     ChangeEvent,
     ConnectionState,
@@ -96,6 +98,8 @@ class DaemonConfig:
     # folded into the next); a failed delivery is retried after notify_backoff, doubling
     notify_min_interval: timedelta = timedelta(minutes=5)
     notify_backoff: timedelta = timedelta(seconds=10)
+    # what this daemon runs as: tasks it cannot run as declared are manifest errors
+    host: HostFacts = field(default_factory=lambda: HostFacts(root=os.geteuid() == 0))
 
 
 def _watch_target(root: Path) -> tuple[Path, tuple[int, int] | None]:
@@ -190,6 +194,8 @@ class Daemon:
             self.db_guard.remember()
         # With peers, "running" rows may be theirs: only stale ones are abandoned.
         await self._abandon_orphans(all_running=self.coordinator is None)
+        if swept := sweep_run_cgroups(current_mode()):
+            log.warning("killed the processes of %d run cgroup(s) a dead daemon left", swept)
         await self.reconcile_once()
 
     async def _check_lock(self) -> None:
@@ -297,7 +303,7 @@ class Daemon:
             result = await self.worker.bulk(
                 reconcile, self.config.manifests, self.store, self.config.safety,
                 actor=f"daemon/{self.config.replica}", clock=self.clock, cache=self.cache,
-                actual=list(self.actual.values()), hint=hint,
+                actual=list(self.actual.values()), hint=hint, host=self.config.host,
             )
         except ReconcilerError as exc:
             self.state.last_error = str(exc)
@@ -455,6 +461,7 @@ class Daemon:
             "tasks": len(self.scheduler.tasks),
             "active_runs": len(self.scheduler.active_runs),
             "last_error": self.last_error,
+            "isolation": current_mode().describe(),
         }
         if self.coordinator is not None and self.skew_guard is not None:
             status["zookeeper"] = self.coordinator.status()

@@ -535,7 +535,7 @@ class Scheduler:
                     task=policy.name, run_id=record.id, slot=record.slot,
                     attempt=record.attempt, run=policy.manifest.spec.run,
                     timeout=policy.spec.timeout, output_limit=self.config.output_limit,
-                    kill_grace=self.config.kill_grace,
+                    kill_grace=self.config.kill_grace, limits=policy.spec.limits,
                     extra_env={
                         "RECONCILER_TASK": policy.name,
                         "RECONCILER_RUN_ID": str(record.id),

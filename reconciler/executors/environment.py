@@ -10,8 +10,10 @@ none of it by default; it gets only
   resolved at run time (never at load or apply time, so a rotated secret is picked
   up by the next run and the values are never stored),
 * ``RECONCILER_TASK``, ``RECONCILER_RUN_ID``, ``RECONCILER_SLOT`` (ISO 8601),
-  ``RECONCILER_ATTEMPT`` and, when the run has a timeout, ``RECONCILER_DEADLINE``
-  (ISO 8601, UTC), taken from the request and not overridable by the task's ``env``,
+  ``RECONCILER_ATTEMPT``, ``RECONCILER_IDEMPOTENCY_KEY`` (the same for every attempt
+  of a slot: :func:`~reconciler.core.isolation.idempotency_key`) and, when the run
+  has a timeout, ``RECONCILER_DEADLINE`` (ISO 8601, UTC), taken from the request and
+  not overridable by the task's ``env``,
 * finally ``request.extra_env`` from the daemon, which wins over everything.
 
 Secret handling: a value read through ``fromEnv`` or ``fromFile`` must not leak into
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from reconciler.core.errors import ReconcilerError
+from reconciler.core.isolation import idempotency_key
 from reconciler.core.model import FromEnv, FromFile
 from reconciler.core.protocols import ExecutionRequest
 from reconciler.executors.output import MIN_REDACT_LENGTH, REDACTED, redact
@@ -136,6 +139,7 @@ def reconciler_variables(request: ExecutionRequest, now: datetime | None = None)
         "RECONCILER_RUN_ID": str(request.run_id),
         "RECONCILER_SLOT": request.slot.isoformat(),
         "RECONCILER_ATTEMPT": str(request.attempt),
+        "RECONCILER_IDEMPOTENCY_KEY": idempotency_key(request.task, request.slot),
     }
     deadline = run_deadline(request, now)
     if deadline is not None:

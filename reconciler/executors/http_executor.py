@@ -10,6 +10,9 @@
 * Success when the status matches ``successStatus``: a comma list of codes and
   classes, ``"2xx"`` by default, e.g. ``"200,204,3xx"``. Any other status is
   ``FAILED`` with error ``HTTP <status>`` and no exit code.
+* The run's idempotency key goes in an ``Idempotency-Key`` header (the same for every
+  attempt of a slot, :func:`~reconciler.core.isolation.idempotency_header`), unless the
+  task says ``idempotencyKey: false`` or sets that header itself.
 * Redirects are **not** followed by default: a scheduled call hitting a redirect is
   usually a misconfigured URL, and following one would re-send credentials to another
   location. Pass ``follow_redirects=True`` to change that.
@@ -32,6 +35,7 @@ from datetime import timedelta
 import httpx
 
 from reconciler.core.durations import format_duration
+from reconciler.core.isolation import idempotency_header, idempotency_key
 from reconciler.core.model import HttpTarget
 from reconciler.core.protocols import ExecutionEvents, ExecutionRequest, ExecutionResult
 from reconciler.core.runtime import RunStatus
@@ -101,6 +105,9 @@ class HttpExecutor:
         except SecretResolutionError as exc:
             logger.warning("run %s of task %s: %s", request.run_id, request.task, exc)
             return failed(str(exc))
+        extra = idempotency_header(target, idempotency_key(request.task, request.slot))
+        if extra is not None:
+            headers[extra[0].encode("ascii")] = extra[1].encode("ascii")
         if cancel.is_set():
             return ExecutionResult(RunStatus.CANCELLED, error="cancelled")
         timeout = request.timeout if request.timeout is not None else self.default_timeout

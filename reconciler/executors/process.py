@@ -76,6 +76,7 @@ from reconciler.core.durations import format_duration
 from reconciler.core.protocols import ExecutionEvents, ExecutionRequest, ExecutionResult
 from reconciler.core.runtime import RunStatus
 from reconciler.executors.environment import SecretResolutionError, build_run_env
+from reconciler.executors.isolation import IsolationError, Launch, prepare_launch
 from reconciler.executors.output import OutputSink
 from reconciler.executors.tree import LEADERS, orphans, reap_orphans, run_marker, run_members
 
@@ -133,7 +134,8 @@ def _resolve_program(program: str, env: dict[str, str], cwd: str | None) -> str:
     return found
 
 
-def die_with_daemon(argv: Sequence[str], env: dict[str, str], cwd: str | None) -> list[str]:
+def die_with_daemon(argv: Sequence[str], env: dict[str, str], cwd: str | None,
+                    launch: Launch | None = None) -> list[str]:
     """``argv`` started so that the kernel kills it when the daemon dies (Linux).
 
     ``setpriv --pdeathsig KILL`` sets ``PR_SET_PDEATHSIG`` and execs the program: one
@@ -148,12 +150,20 @@ def die_with_daemon(argv: Sequence[str], env: dict[str, str], cwd: str | None) -
     error"; a script whose interpreter is missing fails with exit code 127 and
     setpriv's message in its output; setuid and file-capability programs (``sudo``,
     ``ping``) lose the death signal at exec, as the kernel wants.
+    ``launch`` adds the run's isolation around it
+    (:mod:`reconciler.executors.isolation`); that needs ``setpriv``.
     """
     setpriv = _setpriv()
     if setpriv is None:
+        if launch is not None and launch.needed:
+            raise SpawnError("run.user, run.group and spec.limits need util-linux setpriv")
         return list(argv)
     program = _resolve_program(argv[0], env, cwd)
-    return [setpriv, "--pdeathsig", "KILL", "--", program, *argv[1:]]
+    if launch is None:
+        return [setpriv, "--pdeathsig", "KILL", "--", program, *argv[1:]]
+    run_as = [setpriv, *launch.run_as, "--"] if launch.run_as else []
+    return [*launch.enter, *run_as, setpriv, "--pdeathsig", "KILL", "--", *launch.after,
+            program, *argv[1:]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +174,7 @@ class ProcessOutcome:
     returncode: int | None
     output: str
     truncated: bool = False  # the output was longer than the tail kept
+    memory_error: str | None = None  # "memory limit 64Mi exceeded": why it failed
 
 
 class SpawnError(Exception):
@@ -207,6 +218,8 @@ def _result_for(
         )
     if code == 0:
         return ExecutionResult(RunStatus.SUCCEEDED, exit_code=0, output_tail=outcome.output)
+    if outcome.memory_error is not None:
+        return failed(outcome.memory_error, outcome.output, code)
     if code is None:
         return failed(error or "the process did not exit after SIGKILL", outcome.output)
     if code < 0:
@@ -253,14 +266,23 @@ async def run_process(
         return failed(problem), resolved.secrets
     if cancel.is_set():
         return ExecutionResult(RunStatus.CANCELLED, error="cancelled"), resolved.secrets
+    try:
+        launch = prepare_launch(request.run, request.limits, request.run_id)
+    except IsolationError as exc:
+        logger.warning("run %s of task %s: %s", request.run_id, request.task, exc)
+        return failed(str(exc)), resolved.secrets
     supervisor = _Supervisor(request, events, cancel, resolved.secrets)
     try:
-        outcome = await supervisor.run(
-            argv, env=resolved.env, cwd=cwd, pass_fds=pass_fds, describe=describe
-        )
+        outcome = await supervisor.run(argv, env={**resolved.env, **launch.env}, cwd=cwd,
+                                       pass_fds=pass_fds, describe=describe, launch=launch)
     except SpawnError as exc:
         logger.warning("run %s of task %s: %s", request.run_id, request.task, exc)
         return failed(str(exc)), resolved.secrets
+    finally:
+        launch.close()  # cgroup mode: kills what is left, reads the OOM count
+    if outcome.reason == "exited":
+        problem = launch.memory_error(request.limits, outcome.returncode, outcome.output)
+        outcome = replace(outcome, memory_error=problem)
     return outcome, resolved.secrets
 
 
@@ -309,6 +331,7 @@ class _Supervisor:
         cwd: str | None,
         pass_fds: Collection[int],
         describe: str | None,
+        launch: Launch | None = None,
     ) -> ProcessOutcome:
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -321,7 +344,8 @@ class _Supervisor:
         adopted_at_exit: list[int] | None = None
         LEADERS.begin_spawn()
         try:
-            transport = await self._spawn(loop, protocol, argv, env, cwd, pass_fds, describe)
+            transport = await self._spawn(loop, protocol, argv, env, cwd, pass_fds, describe,
+                                          launch)
         except BaseException:
             LEADERS.end_spawn(None)
             raise
@@ -384,12 +408,13 @@ class _Supervisor:
         cwd: str | None,
         pass_fds: Collection[int],
         describe: str | None,
+        launch: Launch | None,
     ) -> asyncio.SubprocessTransport:
         program = describe or argv[0]
         try:
             transport, _ = await loop.subprocess_exec(
                 lambda: protocol,
-                *die_with_daemon(argv, env, cwd),
+                *die_with_daemon(argv, env, cwd, launch),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,

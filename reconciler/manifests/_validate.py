@@ -28,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from reconciler.core.channels import CHANNEL_KIND, ChannelManifest, channel_def
+from reconciler.core.isolation import HOST_FIELDS, with_field_lines
 from reconciler.core.model import (
     API_VERSION,
     KIND,
@@ -237,8 +238,27 @@ def validate_document(
         return None, map_errors(errors, root, kind.model, label, task, limit=max_errors)
     except Exception as exc:  # a validator that raised something pydantic does not wrap
         return None, [error(root, f"cannot validate the document: {_describe(exc)}")]
-    line = root.start_mark.line + 1
-    return kind.build(manifest, source_file, line), []
+    built = kind.build(manifest, source_file, root.start_mark.line + 1)
+    if isinstance(built, TaskDef):
+        built = with_field_lines(built, _host_fields(root))
+    return built, []
+
+
+def _host_fields(root: Node) -> dict[str, tuple[int, int]]:
+    """Where the fields of :data:`HOST_FIELDS` are (their keys), when present."""
+    found: dict[str, tuple[int, int]] = {}
+    for path in HOST_FIELDS:
+        node: Node | None = root
+        key_node: Node | None = None
+        for part in path.split("."):
+            pair = child(node, part)
+            if pair is None:
+                break
+            key_node, node = pair
+        else:
+            if key_node is not None:
+                found[path] = mark_position(key_node)
+    return found
 
 
 def _on_keys(root: Node, value: dict[Any, Any]) -> None:

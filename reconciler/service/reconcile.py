@@ -16,6 +16,7 @@ from pathlib import Path
 
 from reconciler.core.clock import Clock, SystemClock
 from reconciler.core.errors import PlanRefusedError
+from reconciler.core.isolation import HostFacts, admit_on_host
 from reconciler.core.model import DesiredState
 from reconciler.core.plan import DEFAULT_SAFETY, Plan, SafetyOptions, plan
 from reconciler.core.protocols import TaskStore
@@ -49,13 +50,17 @@ def make_plan(
     cache: LoadCache | None = None,
     actual: Iterable[ActualTask] | None = None,
     hint: Collection[str] | None = None,
+    host: HostFacts | None = None,
 ) -> tuple[DesiredState, Plan]:
     """Load the manifests and plan against ``actual`` (default: the store's live tasks).
 
     The daemon passes the table as it last saw it, so a one-file change does not
-    re-read ten thousand rows.
+    re-read ten thousand rows, and ``host`` (what it runs as): tasks it cannot run as
+    declared are manifest errors (:func:`~reconciler.core.isolation.admit_on_host`).
     """
     desired = load_directory(manifests, cache=cache, hint=hint)
+    if host is not None:
+        desired = admit_on_host(desired, host)
     tasks = store.load_tasks() if actual is None else actual
     return desired, plan(desired, tasks, options, store.load_channels())
 
@@ -85,6 +90,7 @@ def reconcile(
     cache: LoadCache | None = None,
     actual: Iterable[ActualTask] | None = None,
     hint: Collection[str] | None = None,
+    host: HostFacts | None = None,
 ) -> ReconcileResult:
     """Load, plan and (when there is something to do and no rule refuses) apply.
 
@@ -92,7 +98,7 @@ def reconcile(
     status`` over a large tree costs more than the rest of a no-change reconcile.
     """
     desired, the_plan = make_plan(
-        manifests, store, options, cache=cache, actual=actual, hint=hint
+        manifests, store, options, cache=cache, actual=actual, hint=hint, host=host
     )
     revision = None
     applied = None

@@ -721,6 +721,7 @@ def test_environment_is_minimal_and_secrets_are_resolved(
     assert set(env) <= {
         "PLAIN", "FROM_ENV", "FROM_FILE", "FROM_DAEMON", "PATH", "HOME", "LANG", "TZ",
         "RECONCILER_TASK", "RECONCILER_RUN_ID", "RECONCILER_SLOT", "RECONCILER_ATTEMPT",
+        "RECONCILER_IDEMPOTENCY_KEY",
         "PWD", "SHLVL", "_",
     }  # fmt: skip
 

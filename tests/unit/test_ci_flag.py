@@ -31,6 +31,19 @@ def test_not_ci_skips(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     ci.require(None)  # nothing missing: nothing happens
 
 
+def test_a_declared_capability_skips_in_ci_only_when_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv(ci.DECLARED_VARIABLE, "zookeeper, cgroup2")
+    with pytest.raises(pytest.skip.Exception, match="declared unavailable"):
+        ci.require_capability("cgroup2", "no cgroup v2 memory controller")
+    ci.require_capability("cgroup2", None)  # there after all: the test runs
+    monkeypatch.setenv(ci.DECLARED_VARIABLE, "cgroup")  # a name, not a prefix
+    with pytest.raises(pytest.fail.Exception):
+        ci.require_capability("cgroup2", "no cgroup v2 memory controller")
+
+
 def test_no_other_reading_of_the_ci_variable() -> None:
     """Every test module asks tests/services/ci.py: another reading of the variable
     (an equality with "true") would skip under CI=1 again."""
