@@ -88,7 +88,7 @@ def summary(entry: _Entry) -> dict[str, Any]:
         "name": row.name,
         "labels": entry.labels,
         "schedule": row.schedule,
-        "scheduleText": schedule_text(row.schedule),
+        "scheduleText": schedule_text(row.schedules, row.name),
         "timeZone": zone,
         "runType": run_type(row.document),
         "suspended": row.suspended,
