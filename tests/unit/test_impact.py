@@ -98,3 +98,11 @@ def test_the_window_starts_at_the_next_whole_minute() -> None:
     impact = plan_impact(p, NOW)
     assert impact.start == NOW.replace(second=0) + timedelta(minutes=1)
     assert impact.after == LoadPeak(1, impact.start)
+
+
+def test_tasks_share_a_count_only_when_their_slots_are_the_same() -> None:
+    same = [want(f"u{i}", schedule="0 2 * * 0") for i in range(3)]
+    zoned = [want("berlin", schedule="0 2 * * 0", timeZone="Europe/Berlin"),
+             want("until", schedule="0 2 * * 0", activeUntil="2026-06-06")]
+    impact = plan_impact(plan(DesiredState(tasks=(*same, *zoned)), []), NOW)
+    assert impact.after == LoadPeak(3, SUNDAY_2AM)  # Berlin's 02:00 is 00:00Z; "until" ended

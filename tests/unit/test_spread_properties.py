@@ -80,7 +80,8 @@ def test_h_and_jitter_are_the_same_in_another_process() -> None:
     ours: dict[str, list[int]] = dict(h_values(NAMES))
     ours["jitter"] = [jitter_delay(n, SLOT, timedelta(minutes=10)) // timedelta(milliseconds=1)
                       for n in NAMES]
-    assert theirs == ours
+    differ = sorted(k for k in ours if theirs.get(k) != ours[k])  # (a cheap message)
+    assert not differ, f"values differ in another process: {differ}"
 
 
 names = st.text(min_size=1, max_size=63)
