@@ -301,6 +301,7 @@ def _resolve_hashes(text: str, index: int, seed: str | None) -> str:
     return ",".join(out)
 
 
+@functools.lru_cache(maxsize=65536)
 def uses_hash(expression: str) -> bool:
     """Does ``expression`` use ``H`` (so that its slots depend on the task's name)?"""
     if "H" not in expression:

@@ -42,7 +42,7 @@ def day_matches(spec: _CronSpec, day: date) -> bool:
     return dom and dow
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=65536)
 def times_of_day(spec: _CronSpec) -> tuple[int, ...]:
     """The matching times of a day, in seconds since midnight, ascending."""
     seconds = _bits(spec.seconds, 0, 59)
@@ -54,12 +54,31 @@ def times_of_day(spec: _CronSpec) -> tuple[int, ...]:
     )
 
 
+DayFields = tuple[int, int, bool, int, tuple[tuple[int, int], ...], bool]
+
+
+def day_fields(spec: _CronSpec) -> DayFields:
+    """What decides the matching days (a cache key shared by expressions that differ
+    only in their times): months, days of the month, ``L``, weekdays, ``#``/``L``, OR."""
+    return spec.months, spec.doms, spec.dom_last, spec.dows, spec.nth, spec.day_or
+
+
+def _day_spec(fields: DayFields) -> _CronSpec:
+    months, doms, dom_last, dows, nth, day_or = fields
+    return _CronSpec(False, 1, 1, 1, doms, dom_last, months, dows, nth, not day_or, False, False)
+
+
+@functools.lru_cache(maxsize=4096)
+def matching_days(fields: DayFields, first: date, days: int) -> tuple[date, ...]:
+    """The dates from ``first`` on (``days`` of them) that the day fields match."""
+    spec = _day_spec(fields)
+    return tuple(d for d in (first + timedelta(days=i) for i in range(days))
+                 if day_matches(spec, d))
+
+
 @functools.lru_cache(maxsize=1024)
-def _reference_bits(
-    months: int, doms: int, dom_last: bool, dows: int, nth: tuple[tuple[int, int], ...],
-    day_or: bool,
-) -> int:
-    spec = _CronSpec(False, 1, 1, 1, doms, dom_last, months, dows, nth, not day_or, False, False)
+def _reference_bits(fields: DayFields) -> int:
+    spec = _day_spec(fields)
     bits = 0
     day = REFERENCE_START
     one = timedelta(days=1)
@@ -72,5 +91,4 @@ def _reference_bits(
 
 def reference_days(spec: _CronSpec) -> int:
     """Bit ``i`` set: the expression fires on day ``i`` of the reference window."""
-    return _reference_bits(spec.months, spec.doms, spec.dom_last, spec.dows, spec.nth,
-                           spec.day_or)
+    return _reference_bits(day_fields(spec))

@@ -3,7 +3,9 @@ schedule adds and removes over the next 30 days, and the load (the most slots th
 start in the same minute over the next 7 days) before and after.
 
 Pure functions of the plan and an instant. Slots are counted by arithmetic
-(:meth:`~reconciler.core.scheduling.TaskSlots.slot_seconds`), and tasks that share a
+(:func:`~reconciler.core.scheduling.window_seconds`, read from the stored document
+without validating it again; a task with jitter goes through
+:class:`~reconciler.core.scheduling.TaskSlots` for its starts), and tasks that share a
 schedule, zone and window (and use neither ``H`` nor jitter) are counted once, so
 10,000 tasks take a fraction of a second.
 """
@@ -11,13 +13,14 @@ schedule, zone and window (and use neither ``H`` nor jitter) are counted once, s
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from reconciler.core.model import schedules_of
 from reconciler.core.plan import Action, Plan, TaskChange
 from reconciler.core.schedule import uses_hash
-from reconciler.core.scheduling import TaskSlots
+from reconciler.core.scheduling import ActiveWindow, TaskSlots, active_window, window_seconds
 
 #: The window of the slot counts of a changed schedule.
 SLOT_DAYS = 30
@@ -56,12 +59,38 @@ class Impact:
     after: LoadPeak
 
 
-def _slots(document: dict[str, Any] | None) -> TaskSlots | None:
+@dataclass(frozen=True, slots=True)
+class _Timing:
+    """When a task runs, read from its canonical document (validated when it was
+    stored). ``jittered``: its starts need :class:`TaskSlots` (:meth:`slots`)."""
+
+    expressions: tuple[str, ...]
+    zone: str
+    name: str
+    window: ActiveWindow
+    document: dict[str, Any] = field(compare=False, hash=False)
+
+    @property
+    def jittered(self) -> bool:
+        return "jitter" in self.document["spec"]
+
+    def slots(self) -> TaskSlots:
+        return TaskSlots.from_document(self.document)
+
+    def seconds(self, start: datetime, end: datetime) -> list[int]:
+        return window_seconds(self.expressions, self.zone, self.name, self.window, start, end)
+
+
+def _timing(document: dict[str, Any] | None) -> _Timing | None:
     if document is None:
         return None
     try:
-        return TaskSlots.from_document(document)
-    except ValueError:  # a stored row this version cannot read: it counts nothing
+        spec = document["spec"]
+        zone = spec.get("timeZone", "UTC")
+        window = active_window(spec.get("activeFrom"), spec.get("activeUntil"), zone)
+        return _Timing(schedules_of(spec["schedule"]), zone, document["metadata"]["name"],
+                       window, document)
+    except (KeyError, TypeError, ValueError):  # a row this version cannot read: nothing
         return None
 
 
@@ -70,14 +99,19 @@ def _spec(document: dict[str, Any] | None) -> dict[str, Any]:
     return spec if isinstance(spec, dict) else {}
 
 
-def slot_delta(before: TaskSlots, after: TaskSlots, start: datetime,
+def slot_delta(before: TaskSlots | _Timing, after: TaskSlots | _Timing, start: datetime,
                days: int = SLOT_DAYS) -> SlotDelta:
     """Slots in ``[start, start + days)`` that ``after`` has and ``before`` has not, and
     the reverse."""
     end = start + timedelta(days=days)
-    old = set(before.slot_seconds(start, end))
-    new = set(after.slot_seconds(start, end))
+    old = set(_seconds(before, start, end))
+    new = set(_seconds(after, start, end))
     return SlotDelta(len(new - old), len(old - new))
+
+
+def _seconds(slots: TaskSlots | _Timing, start: datetime, end: datetime) -> list[int]:
+    return slots.seconds(start, end) if isinstance(slots, _Timing) else slots.slot_seconds(
+        start, end)
 
 
 def _sides(change: TaskChange) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -102,16 +136,17 @@ class _Counter:
         self.counts = [0] * (days * 1440)
         self._shared: dict[tuple[Any, ...], list[int]] = {}
 
-    def minutes(self, slots: TaskSlots, end: datetime) -> list[int]:
+    def minutes(self, timing: _Timing, end: datetime) -> list[int]:
         key: tuple[Any, ...] | None = None
-        if not slots.jitter and not slots.exclusions and not any(
-                uses_hash(e) for e in slots.schedules.expressions):
-            key = (slots.schedules.expressions, slots.schedules.time_zone, slots.window)
+        if not timing.jittered and not any(uses_hash(e) for e in timing.expressions):
+            key = (timing.expressions, timing.zone, timing.window)
             if key in self._shared:
                 return self._shared[key]
-        seconds = slots.slot_seconds(self.start, end)
-        if slots.jitter:
-            seconds = slots.start_seconds(seconds)
+        if timing.jittered:
+            slots = timing.slots()
+            seconds = slots.start_seconds(slots.slot_seconds(self.start, end))
+        else:
+            seconds = timing.seconds(self.start, end)
         out = [s // 60 - self.origin for s in seconds]
         if key is not None:
             self._shared[key] = out
@@ -145,7 +180,7 @@ def plan_impact(plan: Plan, now: datetime, *, slot_days: int = SLOT_DAYS,
     for change in plan.changes:
         old_doc, new_doc = _sides(change)
         same = old_doc is new_doc
-        old, new = _slots(old_doc), (None if same else _slots(new_doc))
+        old, new = _timing(old_doc), (None if same else _timing(new_doc))
         if same:
             if old is not None:
                 counter.add(counter.minutes(old, end), base)
@@ -158,7 +193,7 @@ def plan_impact(plan: Plan, now: datetime, *, slot_days: int = SLOT_DAYS,
                 change.desired is not None):
             a, b = _spec(change.actual.document), _spec(change.desired.document)
             if any(a.get(k) != b.get(k) for k in SLOT_FIELDS):
-                was, will = _slots(change.actual.document), _slots(change.desired.document)
+                was, will = _timing(change.actual.document), _timing(change.desired.document)
                 if was is not None and will is not None:
                     deltas[change.name] = slot_delta(was, will, start, slot_days)
     before, after = list(base), base

@@ -29,7 +29,7 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from reconciler.core._cron import _compile, _CronSpec, _EverySpec, seed_for
-from reconciler.core._cron_days import day_matches, reference_days, times_of_day
+from reconciler.core._cron_days import day_fields, matching_days, reference_days, times_of_day
 from reconciler.core._time_zones import check_time_zone
 from reconciler.core.schedule import Schedule, SlotSteps, _offsets, wall_instant
 
@@ -182,20 +182,27 @@ def _cron_seconds(expression: str, spec: _CronSpec, time_zone: str, name: str | 
     zone = check_time_zone(time_zone)
     times = times_of_day(spec)
     first = datetime.fromtimestamp(lo, zone).date() - timedelta(days=1)
-    last = datetime.fromtimestamp(hi, zone).date() + timedelta(days=1)
+    days = (datetime.fromtimestamp(hi, zone).date() + timedelta(days=1) - first).days + 1
     out: list[int] = []
-    day = first
-    begin = _day_start(day, zone)
-    while day <= last:
-        following = day + timedelta(days=1)
-        stop = _day_start(following, zone)
-        if begin < hi and stop > lo and day_matches(spec, day):
-            if stop - begin == _DAY and _offset(begin, zone) == _offset(stop - 1, zone):
-                out.extend(v for v in (begin + t for t in times) if lo <= v < hi)
-            else:  # a DST change on this day: each time by the DST rule
-                out.extend(v for v in _dst_day(day, times, zone, spec.hour_star) if lo <= v < hi)
-        day, begin = following, stop
+    for day in matching_days(day_fields(spec), first, days):
+        begin, stop, uniform = _day_span(day, zone)
+        if begin >= hi or stop <= lo:
+            continue
+        if uniform:
+            out.extend(v for v in (begin + t for t in times) if lo <= v < hi)
+        else:  # a DST change on this day: each time by the DST rule
+            out.extend(v for v in _dst_day(day, times, zone, spec.hour_star) if lo <= v < hi)
     return out
+
+
+@functools.lru_cache(maxsize=65536)
+def _day_span(day: date, zone: ZoneInfo) -> tuple[int, int, bool]:
+    """A local date's first instant, the next date's, and whether the offset is the same
+    all day (then a time of day is just added to the first instant)."""
+    begin = _day_start(day, zone)
+    stop = _day_start(day + timedelta(days=1), zone)
+    uniform = stop - begin == _DAY and _offset(begin, zone) == _offset(stop - 1, zone)
+    return begin, stop, uniform
 
 
 def _dst_day(day: date, times: tuple[int, ...], zone: ZoneInfo, wildcard: bool) -> list[int]:

@@ -111,6 +111,20 @@ def jitter_delay(name: str, slot: datetime, jitter: timedelta | None) -> timedel
     return stable_int(span, "jitter", name, key) * unit
 
 
+def window_seconds(expressions: tuple[str, ...], time_zone: str, name: str,
+                   window: ActiveWindow, start: datetime, end: datetime) -> list[int]:
+    """The slots of ``expressions`` inside ``window`` and ``[start, end)``, as Unix
+    seconds (:func:`~reconciler.core.schedule_set.slot_seconds`); what
+    :meth:`TaskSlots.slot_seconds` counts before exclusions, without building one."""
+    if window.start is not None:
+        start = max(start, window.start)
+    if window.end is not None:
+        end = min(end, window.end)
+    if end <= start:
+        return []
+    return slot_seconds(expressions, time_zone, name, start, end)
+
+
 def _instant(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
@@ -210,14 +224,8 @@ class TaskSlots(SlotSteps):
     def slot_seconds(self, start: datetime, end: datetime) -> list[int]:
         """The slots in ``[start, end)`` as Unix seconds, ascending: the same slots as
         :meth:`between`, counted by arithmetic (for ``diff``'s counts over weeks)."""
-        if self.window.start is not None:
-            start = max(start, self.window.start)
-        if self.window.end is not None:
-            end = min(end, self.window.end)
-        if end <= start:
-            return []
-        found = slot_seconds(self.schedules.expressions, self.schedules.time_zone, self.name,
-                             start, end)
+        found = window_seconds(self.schedules.expressions, self.schedules.time_zone,
+                               self.name, self.window, start, end)
         if self.exclusions:
             found = [s for s in found if self.excluded_by(_instant(s)) is None]
         return found
