@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import codecs
+import datetime
 import json
 import re
 import subprocess
@@ -148,12 +149,20 @@ def structural_rejections() -> dict[str, tuple[Any, list[ManifestError]]]:
     return found
 
 
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} has no JSON form")
+
+
 def check(instances: dict[str, Any], tmp_path: Path) -> tuple[set[str], dict[str, Any]]:
     """Run check-jsonschema over ``instances`` (name -> data): the names it rejects."""
     files = {}
     for i, (name, data) in enumerate(sorted(instances.items())):
         path = tmp_path / f"{i:04d}.json"
-        path.write_text(json.dumps(data))
+        # An unquoted date (activeFrom: 2026-06-01) is a string to an editor's YAML 1.2
+        # language server; PyYAML (YAML 1.1) makes it a date: give the schema the string.
+        path.write_text(json.dumps(data, default=_iso))
         files[path.name] = name
     result = subprocess.run(
         [*CHECK_JSONSCHEMA, "--schemafile", str(SCHEMA), "-o", "json", *sorted(files)],
