@@ -262,6 +262,12 @@ class TaskSlots(SlotSteps):
     def describe(self) -> str:
         return self.schedules.describe()
 
+    @property
+    def same_slots_key(self) -> tuple[Any, ...]:
+        """Equal for tasks whose slots are the same (parsed schedules are shared between
+        tasks with the same expressions and zone): one computation serves them all."""
+        return (tuple(map(id, self.schedules.schedules)), self.window, self.exclusions)
+
 
 @dataclass(frozen=True, slots=True)
 class FieldProblem:

@@ -262,12 +262,12 @@ class Scheduler:
         await self._carry_out_many(batch, now)
         # Only now, with the runs started, work out the following slots. Tasks that share
         # a schedule (many "0 * * * *") share one computation.
-        memo: dict[tuple[int, datetime], datetime | None] = {}
+        memo: dict[tuple[Any, datetime], datetime | None] = {}
         for state, after, generation in slots:
             policy = state.policy
             if policy.suspended or policy.generation != generation:
                 continue  # suspended or changed while the runs started: sync() planned it
-            key = (id(policy.schedule), after)
+            key = (policy.schedule.same_slots_key, after)
             if key not in memo:
                 memo[key] = policy.schedule.next_after(after)
             nxt = memo[key]
