@@ -134,6 +134,19 @@ def test_start_of_is_slot_plus_delay_and_keeps_the_order_of_slots() -> None:
         int(x.timestamp()) for x in starts]
 
 
+def test_jitter_on_new_yorks_fall_night_is_pinned() -> None:
+    # */30 fires on both passes of the repeated hour (01:00 and 01:30 EDT, then EST);
+    # each slot starts by its own delay, in the order of the slots
+    s = slots_of("ny-sync", schedule=["*/30 * * * *"], timeZone="America/New_York",
+                 jitter="30m")
+    slots = s.between(U(2026, 11, 1, 4, 50), U(2026, 11, 1, 7))
+    assert slots == [U(2026, 11, 1, 5), U(2026, 11, 1, 5, 30), U(2026, 11, 1, 6),
+                     U(2026, 11, 1, 6, 30), U(2026, 11, 1, 7)]
+    assert [s.start_of(x) for x in slots] == [
+        U(2026, 11, 1, 5, 10, 43), U(2026, 11, 1, 5, 39, 18), U(2026, 11, 1, 6, 5),
+        U(2026, 11, 1, 6, 36, 58), U(2026, 11, 1, 7, 28, 10)]
+
+
 def test_the_slot_to_plan_may_be_one_that_has_not_started_yet() -> None:
     s = slots_of("nightly-report", schedule="0 3 * * *", timeZone="Europe/Berlin", jitter="10m")
     slot = U(2026, 3, 29, 1)  # starts at 01:01:35
