@@ -106,3 +106,15 @@ def test_tasks_share_a_count_only_when_their_slots_are_the_same() -> None:
              want("until", schedule="0 2 * * 0", activeUntil="2026-06-06")]
     impact = plan_impact(plan(DesiredState(tasks=(*same, *zoned)), []), NOW)
     assert impact.after == LoadPeak(3, SUNDAY_2AM)  # Berlin's 02:00 is 00:00Z; "until" ended
+
+
+def test_a_zone_or_window_change_counts_its_slots() -> None:
+    moved = plan(DesiredState(tasks=(want("z", schedule="0 2 * * *", timeZone="Asia/Tokyo"),
+                                     want("w", schedule="0 2 * * *", activeUntil="2026-06-10"),
+                                     want("t", schedule="0 2 * * *", timeout="5m"))),
+                 [have("z", schedule="0 2 * * *"), have("w", schedule="0 2 * * *"),
+                  have("t", schedule="0 2 * * *")])
+    deltas = plan_impact(moved, NOW).deltas
+    assert deltas["z"].added == deltas["z"].removed == 30  # 02:00 JST is 17:00Z
+    assert deltas["w"].added == 0 and deltas["w"].removed == 23  # 06-11 .. 07-03
+    assert "t" not in deltas  # a timeout does not move a slot
