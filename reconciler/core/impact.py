@@ -12,10 +12,11 @@ schedule, zone and window (and use neither ``H`` nor jitter) are counted once, s
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from reconciler.core.model import schedules_of
 from reconciler.core.plan import Action, Plan, TaskChange
@@ -77,7 +78,7 @@ class _Timing:
     def slots(self) -> TaskSlots:
         return TaskSlots.from_document(self.document)
 
-    def seconds(self, start: datetime, end: datetime) -> list[int]:
+    def slot_seconds(self, start: datetime, end: datetime) -> list[int]:
         return window_seconds(self.expressions, self.zone, self.name, self.window, start, end)
 
 
@@ -99,19 +100,21 @@ def _spec(document: dict[str, Any] | None) -> dict[str, Any]:
     return spec if isinstance(spec, dict) else {}
 
 
-def slot_delta(before: TaskSlots | _Timing, after: TaskSlots | _Timing, start: datetime,
+class CountsSlots(Protocol):
+    """Anything that lists its slots in a window (:class:`TaskSlots`, and what
+    :func:`plan_impact` reads from a stored document)."""
+
+    def slot_seconds(self, start: datetime, end: datetime) -> list[int]: ...
+
+
+def slot_delta(before: CountsSlots, after: CountsSlots, start: datetime,
                days: int = SLOT_DAYS) -> SlotDelta:
     """Slots in ``[start, start + days)`` that ``after`` has and ``before`` has not, and
     the reverse."""
     end = start + timedelta(days=days)
-    old = set(_seconds(before, start, end))
-    new = set(_seconds(after, start, end))
+    old = set(before.slot_seconds(start, end))
+    new = set(after.slot_seconds(start, end))
     return SlotDelta(len(new - old), len(old - new))
-
-
-def _seconds(slots: TaskSlots | _Timing, start: datetime, end: datetime) -> list[int]:
-    return slots.seconds(start, end) if isinstance(slots, _Timing) else slots.slot_seconds(
-        start, end)
 
 
 def _sides(change: TaskChange) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -133,7 +136,7 @@ class _Counter:
     def __init__(self, start: datetime, days: int) -> None:
         self.start = start
         self.origin = int(start.timestamp()) // 60
-        self.counts = [0] * (days * 1440)
+        self.size = days * 1440
         self._shared: dict[tuple[Any, ...], list[int]] = {}
 
     def minutes(self, timing: _Timing, end: datetime) -> list[int]:
@@ -142,11 +145,11 @@ class _Counter:
             key = (timing.expressions, timing.zone, timing.window)
             if key in self._shared:
                 return self._shared[key]
+        seconds = timing.slot_seconds(self.start, end)
         if timing.jittered:
-            slots = timing.slots()
-            seconds = slots.start_seconds(slots.slot_seconds(self.start, end))
-        else:
-            seconds = timing.seconds(self.start, end)
+            # (a stored row this version cannot read: its slots, without jitter)
+            with contextlib.suppress(ValueError):
+                seconds = timing.slots().start_seconds(seconds)
         out = [s // 60 - self.origin for s in seconds]
         if key is not None:
             self._shared[key] = out
@@ -173,7 +176,7 @@ def plan_impact(plan: Plan, now: datetime, *, slot_days: int = SLOT_DAYS,
     start = now.astimezone(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
     end = start + timedelta(days=load_days)
     counter = _Counter(start, load_days)
-    base = [0] * len(counter.counts)
+    base = [0] * counter.size
     before_only: list[int] = []
     after_only: list[int] = []
     deltas: dict[str, SlotDelta] = {}
