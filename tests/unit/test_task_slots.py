@@ -85,6 +85,9 @@ def test_slots_keep_to_the_window_across_dst() -> None:
     assert s.next_after(U(2026, 10, 25, 0, 30)) is None
     assert s.previous_before(U(2026, 3, 29)) is None
     assert s.between(U(2026, 3, 28), U(2026, 3, 31)) == [U(2026, 3, 29, 1), U(2026, 3, 30, 0, 30)]
+    assert s.window.contains(U(2026, 3, 28, 23)) and s.window.contains(U(2026, 10, 25, 22, 59))
+    assert not s.window.contains(U(2026, 3, 28, 22, 59)) and not s.window.contains(
+        U(2026, 10, 25, 23))
     ny = slots_of(schedule="*/30 * * * *", timeZone="America/New_York",
                   activeUntil="2026-11-01T01:30:00-05:00")
     assert ny.between(U(2026, 11, 1, 5), U(2026, 11, 2)) == [
