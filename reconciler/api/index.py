@@ -31,7 +31,7 @@ from reconciler.api.views import (
 )
 from reconciler.core.protocols import Store
 from reconciler.core.runtime import ActualTask, RunRecord, RunStatus
-from reconciler.core.schedule import Schedule
+from reconciler.core.scheduling import TaskSlots
 from reconciler.core.selectors import Selector
 
 YIELD_EVERY = 25  # fragments rendered between yields: about a millisecond of loop time
@@ -90,7 +90,7 @@ def summary(entry: _Entry) -> dict[str, Any]:
         "name": row.name,
         "labels": entry.labels,
         "schedule": row.schedule,
-        "scheduleText": schedule_text(row.schedule),
+        "scheduleText": schedule_text(row.schedules, row.name),
         "timeZone": zone,
         "runType": run_type(row.document),
         "suspended": row.suspended,
@@ -328,7 +328,7 @@ def list_document(store: Store, now: Any) -> dict[str, Any]:
         if row.suspended:  # a suspended task has no next fire time
             nxt = None
         elif nxt is None or nxt <= now:
-            nxt = Schedule.parse(row.schedule, row.time_zone).next_after(now)
+            nxt = TaskSlots.from_document(row.document).next_planned(now)
         index.set_next(row.name, nxt)
     latest = store.latest_runs()
     index.load_runs(latest, store.latest_runs(executed=True))

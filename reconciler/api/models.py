@@ -150,8 +150,10 @@ class TaskList(_Doc):
 
 
 class FireTime(_Doc):
-    at: str
-    local: str
+    at: str = Field(description="The slot, UTC.")
+    local: str = Field(description="The slot in the task's time zone.")
+    start: str = Field(description="When the slot starts, UTC: later than the slot by the "
+                                   "task's jitter delay, else the slot itself.")
 
 
 class TaskDetail(TaskSummary):

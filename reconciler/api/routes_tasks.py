@@ -18,7 +18,7 @@ from reconciler.core.errors import ReconcilerError, TaskNotFoundError
 from reconciler.core.protocols import ReadModel
 from reconciler.core.redaction import redact
 from reconciler.core.runtime import RunStatus
-from reconciler.core.schedule import Schedule
+from reconciler.core.scheduling import TaskSlots
 from reconciler.core.selectors import SelectorError, parse_selector
 
 NEXT_FIRE_COUNT = 5
@@ -144,12 +144,13 @@ def _fire_times(row: Any, nxt: Any, now: Any) -> list[dict[str, str]]:
     """The next fire times, from the scheduler's next slot on (an API thread runs this)."""
     times: list[dict[str, str]] = []
     try:
-        schedule = Schedule.parse(row.schedule, row.time_zone)
-        at = nxt or schedule.next_after(now)
+        slots = TaskSlots.from_document(row.document)
+        at = nxt or slots.next_planned(now)
         while at is not None and len(times) < NEXT_FIRE_COUNT:
             times.append({"at": at.isoformat(),
-                          "local": local_iso(at, row.time_zone) or at.isoformat()})
-            at = schedule.next_after(at)
+                          "local": local_iso(at, row.time_zone) or at.isoformat(),
+                          "start": slots.start_of(at).isoformat()})
+            at = slots.next_after(at)
     except (ReconcilerError, ValueError):
         return []
     return times

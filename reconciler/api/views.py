@@ -41,9 +41,10 @@ def local_iso(value: datetime | None, time_zone: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=4096)
-def schedule_text(expression: str) -> str | None:
+def schedule_text(expressions: tuple[str, ...], name: str | None = None) -> str | None:
+    """The schedules in words (``H`` resolved with the task's name), joined by ``"; "``."""
     try:
-        return describe(expression)
+        return "; ".join(describe(e, name) for e in expressions)
     except (ReconcilerError, ValueError, KeyError, IndexError):
         return None
 

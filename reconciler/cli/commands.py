@@ -33,14 +33,6 @@ def _names(value: str | None) -> tuple[str, ...] | None:
     return tuple(name.strip() for name in value.split(",") if name.strip())
 
 
-def _parse_time(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise SystemExit(f"error: --from: not an ISO 8601 time: {text!r}") from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
     from reconciler.manifests import load_paths
 
@@ -73,14 +65,15 @@ def _plan_exit(plan_: Any) -> int:
     return EXIT_CHANGES if plan_.has_changes else EXIT_OK
 
 
-def _emit_plan(args: argparse.Namespace, plan_: Any) -> None:
+def _emit_plan(args: argparse.Namespace, plan_: Any, impact: Any = None) -> None:
     from reconciler.cli.output import render_plan
     from reconciler.core.plan_document import plan_document
 
+    pool = max(1, getattr(args, "max_concurrent_runs", 16))
     if args.output == "json":
-        print(plan_document(plan_).model_dump_json(indent=2))
+        print(plan_document(plan_, impact, pool).model_dump_json(indent=2))
     else:
-        print(render_plan(plan_))
+        print(render_plan(plan_, impact, pool))
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -96,7 +89,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
         plan_ = plan(desired, actual_from_desired(base), options, channels_from_desired(base))
     else:
         _, plan_ = make_plan(args.manifests, open_store(args.database), options)
-    _emit_plan(args, plan_)
+    from reconciler.core.impact import plan_impact
+
+    _emit_plan(args, plan_, plan_impact(plan_, datetime.now(UTC)))
     return _plan_exit(plan_)
 
 
@@ -122,49 +117,6 @@ def cmd_get(args: argparse.Namespace) -> int:
     from reconciler.api.index import list_document
 
     return emit_task_list(args, list_document(open_store(args.database), datetime.now(UTC)))
-
-
-def cmd_next(args: argparse.Namespace) -> int:
-    from reconciler.cli.output import fmt_time
-    from reconciler.core.errors import ScheduleError
-    from reconciler.core.schedule import Schedule
-
-    if bool(args.name) == bool(args.schedule):
-        raise SystemExit("error: give a task NAME or --schedule EXPR (not both)")
-    if args.name:
-        task = open_store(args.database).get_task(args.name)
-        if task is None:
-            from reconciler.core.errors import TaskNotFoundError
-
-            raise TaskNotFoundError(args.name)
-        expr, zone = task.schedule, task.time_zone
-    else:
-        expr, zone = args.schedule, args.tz
-    try:
-        schedule = Schedule.parse(expr, zone)
-    except ScheduleError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    start = _parse_time(args.start) if args.start else datetime.now(UTC)
-    times = []
-    it = schedule.iter_after(start)
-    for _ in range(max(0, args.count)):
-        t = next(it, None)
-        if t is None:
-            break
-        times.append(t)
-    if args.output == "json":
-        print_json(
-            {
-                "schedule": expr,
-                "timeZone": zone,
-                "times": [{"local": fmt_time(t, zone), "utc": fmt_time(t)} for t in times],
-            }
-        )
-    else:
-        for t in times:
-            print(f"{fmt_time(t, zone)}  ({fmt_time(t)})" if zone != "UTC" else fmt_time(t))
-    return EXIT_OK
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

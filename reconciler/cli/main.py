@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from reconciler.cli import commands, remote
+from reconciler.cli import commands, preview, remote
 from reconciler.cli.common import EXIT_ERROR, EXIT_OK
 from reconciler.cli.parser import build_parser
 
@@ -47,7 +47,7 @@ COMMANDS = {
     "diff": commands.cmd_diff,
     "apply": commands.cmd_apply,
     "get": commands.cmd_get,
-    "next": commands.cmd_next,
+    "next": preview.cmd_next,
     "schema": commands.cmd_schema,
     "db": commands.cmd_db,
     "run": commands.cmd_run,

@@ -11,6 +11,7 @@ from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from reconciler.core.channels import channel_type
+from reconciler.core.impact import LOAD_DAYS, SLOT_DAYS, Impact
 from reconciler.core.plan import UNSET, Action, FieldChange, Plan
 from reconciler.core.redaction import redact_change
 
@@ -21,7 +22,9 @@ def fmt_value(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
-def render_plan(plan: Plan) -> str:
+def render_plan(plan: Plan, impact: Impact | None = None, max_concurrent_runs: int = 16) -> str:
+    """The plan for people; with ``impact`` (``diff``) the slot counts of changed
+    schedules and a last line with the load."""
     lines: list[str] = []
     for change in plan.changes:
         if change.action is Action.CREATE:
@@ -34,6 +37,10 @@ def render_plan(plan: Plan) -> str:
         elif change.action is Action.UPDATE:
             lines.append(f"~ {change.name}")
             lines += _field_lines(change.changes)
+            delta = impact.deltas.get(change.name) if impact is not None else None
+            if delta is not None:
+                lines.append(f"    slots in the next {SLOT_DAYS} days: +{delta.added} "
+                             f"-{delta.removed}")
         elif change.action is Action.DELETE:
             a = change.actual
             assert a is not None
@@ -56,6 +63,8 @@ def render_plan(plan: Plan) -> str:
         )
     else:
         lines.append("No changes.")
+    if impact is not None:
+        lines.append(load_line(impact, max_concurrent_runs))
     return "\n".join(lines)
 
 
@@ -93,6 +102,15 @@ def _channel_counts(plan: Plan) -> str:
                (Action.DELETE, "deleted"))]
     shown = [f"{n} {word}" for n, word in counts if n]
     return f" Channels: {', '.join(shown)}." if shown else ""
+
+
+def load_line(impact: Impact, max_concurrent_runs: int) -> str:
+    """``Load: peak 240 starts at Sun 02:00 UTC (was 12); --max-concurrent-runs is 16``."""
+    after, before = impact.after, impact.before
+    pool = f"--max-concurrent-runs is {max_concurrent_runs}"
+    if not after.starts:
+        return f"Load: no slot starts in the next {LOAD_DAYS} days (was {before.starts}); {pool}"
+    return f"Load: peak {after.starts} starts at {after.text} (was {before.starts}); {pool}"
 
 
 def fmt_time(instant: datetime | None, zone: str = "UTC") -> str:

@@ -97,6 +97,8 @@ def _manifest_commands(sub: Subparsers, parents: Parents) -> None:
         metavar="REF",
         help="compare with the manifests at a git ref instead of the database",
     )
+    p.add_argument("--max-concurrent-runs", type=int, default=16, metavar="N",
+                   help="the daemon's pool, shown beside the load (default 16)")
 
     p = sub.add_parser("apply", parents=[src, db, safety, out], help="apply the manifests")
     p.add_argument(
@@ -111,9 +113,13 @@ def _table_commands(sub: Subparsers, parents: Parents) -> None:
     p.add_argument("what", choices=["tasks"])
     p.add_argument("-o", "--output", choices=["text", "wide", "json"], default="text")
 
-    p = sub.add_parser("next", parents=[db], help="print upcoming fire times")
-    p.add_argument("name", nargs="?", help="a task in the runtime table")
+    p = sub.add_parser("next", parents=[parents.src, db],
+                       help="print upcoming slots, and when each starts (jitter)")
+    p.add_argument("stored", nargs="?", metavar="NAME", help="a task in the runtime table")
+    p.add_argument("--task", metavar="NAME",
+                   help="a task declared in --manifests (no database needed)")
     p.add_argument("--schedule", help="a schedule expression instead of a task")
+    p.add_argument("--name", help="with --schedule: the task name that resolves H")
     p.add_argument("--tz", default="UTC", help="time zone for --schedule (default UTC)")
     p.add_argument("--from", dest="start", help="ISO time to start from (default now)")
     p.add_argument("--count", type=int, default=5)

@@ -5,16 +5,29 @@ into a :class:`_CronSpec` or an :class:`_EverySpec` (cached), with precise messa
 for every mistake; rejects day specifications that can never match (``0 0 30 2 *``)
 without stepping through time. No croniter here: see the design notes in
 :mod:`reconciler.core.schedule` for why.
+
+``H`` (Jenkins' "hash") in a field stands for values derived from a *seed*, the task's
+name, by a stable hash (:mod:`reconciler.core._spread`): ``H`` one value of the field
+(day-of-month 1-28, which every month has; day-of-week 0-6), ``H(a-b)`` one value in
+``a-b``, ``H/n`` every ``n`` from an offset in ``[0, n)``, ``H(a-b)/n`` the same inside
+``a-b``. Each field (and each ``H`` item in it) hashes on its own, so ``H H * * *``
+gets an independent minute and hour. An ``H`` item is replaced by the plain values
+it stands for before the field is parsed; ``H/n`` counts as starting with ``*`` (the
+Vixie day rule and the wildcard-hour DST rule see ``*/n`` shifted). Without a seed
+(validation of the syntax alone) ``H`` takes the first value of its range, and the
+"never fires" check is left to the seeded parse when a day or month field hashes.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NamedTuple
 
+from reconciler.core._spread import stable_int
 from reconciler.core.durations import parse_duration
 from reconciler.core.errors import DurationError, ScheduleError
 
@@ -229,12 +242,91 @@ def _parse_nth(item: str, upper: str) -> tuple[int, int]:
     return _value(day_text, _DOW, item) % 7, occurrence
 
 
+#: ``H``, ``H(a-b)``, ``H/n``, ``H(a-b)/n`` (the bounds may be names: ``H(MON-FRI)``).
+_HASH_ITEM = re.compile(r"H(?:\((?P<a>[^()\-/]*)-(?P<b>[^()\-/]*)\))?(?:/(?P<step>[^/]*))?")
+#: The top of a bare ``H`` (``H`` or ``H/n``): day-of-month stops at 28, which every
+#: month has (as in Jenkins); day-of-week at 6 (7 is Sunday again).
+_HASH_TOP = {"day-of-month": 28}
+
+
+def _is_hashed(text: str) -> bool:
+    """Does a field's text hold an ``H`` item? (No month or day name starts with H.)"""
+    return any(item.startswith("H") for item in text.split(","))
+
+
+def _hash_item(item: str, f: _Field, seed: str | None, index: int) -> str:
+    """An ``H`` item as the plain values it stands for (``"17"``, ``"4,19,34,49"``)."""
+    m = _HASH_ITEM.fullmatch(item)
+    if m is None:
+        raise ScheduleError(
+            f"{f.name} field: invalid use of H in {item!r} (write H, H/15, H(0-29) or "
+            "H(0-29)/10; H takes no '-', '#' or 'L' outside its parentheses)"
+        )
+    if m["a"] is not None:
+        a, b = _value(m["a"], f, item), _value(m["b"], f, item)
+        if a > b and f is _DOW and b == 0:
+            b = 7  # H(FRI-SUN): Sunday written as the end of a range is day 7
+        if a > b:
+            raise ScheduleError(f"{f.name} field: range in {item!r} is reversed")
+    else:
+        a, b = f.lo, _HASH_TOP.get(f.name, f.top)
+    if m["step"] is None:
+        pick = stable_int(b - a + 1, seed, f.name, str(index)) if seed is not None else 0
+        return str(a + pick)
+    step_text = m["step"]
+    if not (step_text.isascii() and step_text.isdigit()) or int(step_text) < 1:
+        raise ScheduleError(f"{f.name} field: invalid step in {item!r} (a whole number >= 1)")
+    step = int(step_text)
+    if m["a"] is None:
+        b = f.top  # H/n spans the whole field (day-of-month too: a step skips no month)
+    if step > b - a + 1:
+        raise ScheduleError(
+            f"{f.name} field: step {step} in {item!r} is larger than the range {a}-{b}"
+        )
+    offset = stable_int(step, seed, f.name, str(index)) if seed is not None else 0
+    return ",".join(str(v) for v in range(a + offset, b + 1, step))
+
+
+def _resolve_hashes(text: str, index: int, seed: str | None) -> str:
+    """A field's text with every ``H`` item replaced by the values it stands for."""
+    f = _FIELDS[index]
+    out: list[str] = []
+    n = 0
+    for item in text.split(","):
+        if item.startswith("H"):
+            out.append(_hash_item(item, f, seed, n))
+            n += 1
+        else:
+            out.append(item)
+    return ",".join(out)
+
+
+@functools.lru_cache(maxsize=65536)
+def uses_hash(expression: str) -> bool:
+    """Does ``expression`` use ``H`` (so that its slots depend on the task's name)?"""
+    if "H" not in expression:
+        return False
+    parts = expression.split()
+    return bool(parts) and parts[0][:1] != "@" and any(_is_hashed(p) for p in parts)
+
+
+def seed_for(expression: str, name: str | None) -> str | None:
+    """The seed :func:`_compile` takes: the name for an expression with ``H``, else None
+    (so that expressions without ``H`` share one cache entry whatever the task)."""
+    return name if name is not None and uses_hash(expression) else None
+
+
 def _compile_macro(parts: list[str]) -> _CronSpec | _EverySpec:
     word = parts[0].lower()
     if word == "@every":
         if len(parts) != 2:
             raise ScheduleError(
                 "@every takes one duration such as 30s, 5m or 1h30m, e.g. \"@every 5m\""
+            )
+        if "H" in parts[1]:
+            raise ScheduleError(
+                "@every: H only goes in cron fields (an @every interval is already the "
+                "same on every replica); spread @every tasks with spec.jitter"
             )
         try:
             step = parse_duration(parts[1])
@@ -259,7 +351,8 @@ def _compile_macro(parts: list[str]) -> _CronSpec | _EverySpec:
 
 
 @functools.lru_cache(maxsize=65536)
-def _compile(expression: str) -> _CronSpec | _EverySpec:
+def _compile(expression: str, seed: str | None = None) -> _CronSpec | _EverySpec:
+    """Parse an expression; ``seed`` (the task's name) resolves ``H`` items."""
     if len(expression) > _MAX_EXPRESSION:
         raise ScheduleError(f"schedule is longer than {_MAX_EXPRESSION} characters")
     parts = expression.split()
@@ -272,16 +365,16 @@ def _compile(expression: str) -> _CronSpec | _EverySpec:
         has_seconds, seconds = False, 1
     elif n == 6:
         has_seconds = True
-        seconds = _parse_field(parts[0], _SEC)[0]
+        seconds = _parse_field(_field_text(parts[0], _SEC, seed), _SEC)[0]
         parts = parts[1:]
     else:
         raise ScheduleError(f"expected 5 fields (or 6 with seconds first), got {n}")
     minute_text, hour_text, dom_text, month_text, dow_text = parts
-    minutes = _parse_field(minute_text, _MIN)[0]
-    hours = _parse_field(hour_text, _HOUR)[0]
-    doms, dom_last, _ = _parse_field(dom_text, _DAY)
-    months = _parse_field(month_text, _MON)[0]
-    dows, _, nth = _parse_field(dow_text, _WDAY)
+    minutes = _parse_field(_field_text(minute_text, _MIN, seed), _MIN)[0]
+    hours = _parse_field(_field_text(hour_text, _HOUR, seed), _HOUR)[0]
+    doms, dom_last, _ = _parse_field(_field_text(dom_text, _DAY, seed), _DAY)
+    months = _parse_field(_field_text(month_text, _MON, seed), _MON)[0]
+    dows, _, nth = _parse_field(_field_text(dow_text, _WDAY, seed), _WDAY)
     spec = _CronSpec(
         has_seconds=has_seconds,
         seconds=seconds,
@@ -292,15 +385,25 @@ def _compile(expression: str) -> _CronSpec | _EverySpec:
         months=months,
         dows=dows,
         nth=nth,
-        dom_star=dom_text[0] == "*",
-        dow_star=dow_text[0] == "*",
-        hour_star=hour_text[0] == "*",
+        dom_star=_starred(dom_text),
+        dow_star=_starred(dow_text),
+        hour_star=_starred(hour_text),
     )
-    if not spec.day_or:
+    unseeded_days = seed is None and any(_is_hashed(t) for t in (dom_text, month_text))
+    if not spec.day_or and not unseeded_days:
         problem = _never_fires(spec)
         if problem:
             raise ScheduleError(f"schedule never fires: {problem}")
     return spec
+
+
+def _field_text(text: str, index: int, seed: str | None) -> str:
+    return _resolve_hashes(text, index, seed) if _is_hashed(text) else text
+
+
+def _starred(text: str) -> bool:
+    """Vixie's "starts with ``*``", for which ``H/n`` (``*/n`` shifted) counts too."""
+    return text[0] == "*" or text.startswith("H/")
 
 
 def _dom_fits_months(spec: _CronSpec) -> bool:
@@ -374,12 +477,13 @@ def _nth_text(nth: tuple[tuple[int, int], ...]) -> str:
 # --------------------------------------------------------------------------- validation
 
 
-def check_schedule(expression: str) -> None:
+def check_schedule(expression: str, name: str | None = None) -> None:
     """Raise :class:`ScheduleError` unless ``expression`` is a usable schedule.
 
     Cheap and cached: parses the fields itself (no croniter), and detects schedules
-    that can never fire (``0 0 30 2 *``) analytically.
+    that can never fire (``0 0 30 2 *``) analytically. ``name`` (the task's) resolves
+    ``H``; without it an expression with ``H`` is checked for its syntax only.
     """
     if not isinstance(expression, str):
         raise ScheduleError(f"schedule must be a string, got {type(expression).__name__}")
-    _compile(expression)
+    _compile(expression, seed_for(expression, name))

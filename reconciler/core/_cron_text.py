@@ -35,6 +35,7 @@ from reconciler.core._cron import (
     _join,
     _nth_text,
     _ranges,
+    seed_for,
 )
 from reconciler.core.durations import format_duration
 
@@ -70,7 +71,7 @@ def _branches(spec: _CronSpec) -> tuple[str, ...]:
     return tuple(out)
 
 
-def normalize(expression: str) -> str:
+def normalize(expression: str, name: str | None = None) -> str:
     """The canonical expression(s) handed to croniter.
 
     For example ``"*/10 * * * * *"`` becomes ``"* * * * * 0,10,20,30,40,50"`` and
@@ -80,9 +81,10 @@ def normalize(expression: str) -> str:
     not just second 0) *last*, as croniter expects. Day-of-month and day-of-week inside
     one expression combine with AND; when the Vixie OR rule applies, the alternatives
     are joined with ``" | "``. ``@every`` schedules print as ``@every <duration>``.
-    Raises :class:`ScheduleError` for an invalid expression.
+    ``H`` is resolved with ``name`` (the task's; without it, ``H`` shows the first
+    value of its range). Raises :class:`ScheduleError` for an invalid expression.
     """
-    spec = _compile(expression)
+    spec = _compile(expression, seed_for(expression, name))
     if isinstance(spec, _EverySpec):
         return f"@every {format_duration(spec.step)}"
     return " | ".join(_branches(spec))
@@ -183,9 +185,10 @@ def _day_text(spec: _CronSpec) -> str:
     return f"{dom} {link} {_dow_text(spec)}{month_text}"
 
 
-def describe(expression: str) -> str:
-    """A short English description (best effort), e.g. ``"at 02:30 every day"``."""
-    spec = _compile(expression)
+def describe(expression: str, name: str | None = None) -> str:
+    """A short English description (best effort), e.g. ``"at 02:30 every day"``; ``H``
+    is resolved with ``name`` as in :func:`normalize`."""
+    spec = _compile(expression, seed_for(expression, name))
     if isinstance(spec, _EverySpec):
         return f"every {_human_step(spec.step)}"
     time_text = _time_text(spec)

@@ -19,10 +19,11 @@ import enum
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -101,6 +102,70 @@ Duration = Annotated[
             "type": "string",
             "pattern": r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$",
             "description": "Duration with units, Go/Kubernetes style: 90s, 1m30s, 2h, 500ms.",
+        }
+    ),
+]
+
+
+def _expression(value: str) -> str:
+    try:
+        check_schedule(value)
+    except ScheduleError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+#: One schedule expression (``H`` is checked for its syntax here; with the task's name
+#: by :func:`reconciler.core.scheduling.check_task`).
+Expression = Annotated[str, Field(max_length=1024), AfterValidator(_expression)]
+#: At most this many expressions in one ``spec.schedule`` list.
+MAX_SCHEDULES = 64
+
+
+def schedules_of(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """``spec.schedule`` (one expression or a list) as a tuple of expressions."""
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def schedule_text(value: str | list[str] | tuple[str, ...]) -> str:
+    """``spec.schedule`` as one line for people: the expressions joined by ``"; "``."""
+    return "; ".join(schedules_of(value))
+
+
+def _when(value: object) -> str:
+    """``activeFrom``/``activeUntil``: a date (``2026-06-01``, also a YAML date) or an
+    RFC 3339 instant with its offset (``2026-06-01T08:00:00Z``), in canonical form."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text)
+        except ValueError:
+            value = None
+    if isinstance(value, datetime):
+        if value.utcoffset() is None:
+            raise ValueError(
+                f"{value.isoformat()} has no UTC offset: write it with one "
+                "(2026-06-01T08:00:00Z, 2026-06-01T10:00:00+02:00), or write a date"
+            )
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    raise ValueError(
+        "expected a date (2026-06-01) or an RFC 3339 time with its offset "
+        "(2026-06-01T08:00:00Z)"
+    )
+
+
+Instant = Annotated[
+    str,
+    BeforeValidator(_when),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}"
+                       r"(\.[0-9]+)?)?([Zz]|[+-][0-9]{2}:?[0-9]{2}))?$",
+            "description": "A date (local midnight in spec.timeZone) or an RFC 3339 time "
+                           "with its offset, e.g. 2026-06-01 or 2026-06-01T08:00:00Z.",
         }
     ),
 ]
@@ -304,11 +369,14 @@ class History(_Frozen):
 class TaskSpec(_Frozen):
     """When and how a task runs."""
 
-    schedule: str = Field(
-        max_length=1024,
+    schedule: Expression | Annotated[
+        list[Expression], Field(min_length=1, max_length=MAX_SCHEDULES)
+    ] = Field(
         description=(
-            "5-field cron, or 6 fields with seconds first; @yearly @annually @monthly @weekly "
-            "@daily @midnight @hourly; or '@every <duration>'."
+            "5-field cron, or 6 fields with seconds first (H for a value spread by the "
+            "task's name: H, H/15, H(0-29), H(0-29)/10); @yearly @annually @monthly "
+            "@weekly @daily @midnight @hourly; or '@every <duration>'. Or a list of "
+            "these: the task runs at the slots of each (an instant once)."
         ),
     )
     time_zone: str = Field(default="UTC", max_length=128, description="IANA time zone name.")
@@ -324,6 +392,16 @@ class TaskSpec(_Frozen):
     max_catch_up: int = Field(default=10, ge=1, le=10_000)
     retries: Retries = Retries()
     history: History = History()
+    jitter: Duration | None = Field(
+        default=None,
+        description="Each slot starts up to this much later, by a delay derived from the "
+                    "task's name and the slot (the same on every replica); at most the "
+                    "shortest interval between slots.",
+    )
+    active_from: Instant | None = Field(
+        default=None, description="No slot before this (a date: its local midnight).")
+    active_until: Instant | None = Field(
+        default=None, description="No slot after this (a date: the end of that day).")
     notify: list[NotifyRule] = Field(default=[], max_length=32)
     limits: Limits | None = None
 
@@ -341,14 +419,9 @@ class TaskSpec(_Frozen):
             raise ValueError("limits apply to command, shell and python runs (this is http)")
         return self
 
-    @field_validator("schedule")
-    @classmethod
-    def _valid_schedule(cls, value: str) -> str:
-        try:
-            check_schedule(value)
-        except ScheduleError as exc:
-            raise ValueError(str(exc)) from None
-        return value
+    @property
+    def schedules(self) -> tuple[str, ...]:
+        return schedules_of(self.schedule)
 
     @field_validator("time_zone")
     @classmethod
@@ -470,7 +543,12 @@ class TaskDef:
 
     @property
     def schedule(self) -> str:
-        return str(self.document["spec"]["schedule"])
+        """The schedule as one line (several expressions joined by ``"; "``)."""
+        return schedule_text(self.document["spec"]["schedule"])
+
+    @property
+    def schedules(self) -> tuple[str, ...]:
+        return schedules_of(self.document["spec"]["schedule"])
 
     @property
     def time_zone(self) -> str:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from reconciler.core.channels import channel_type
+from reconciler.core.impact import LOAD_DAYS, SLOT_DAYS, Impact, LoadPeak
 from reconciler.core.plan import Action, ChannelChange, FieldChange, Plan, TaskChange
 from reconciler.core.redaction import redact_change
 
@@ -41,14 +42,24 @@ class FieldChangeDoc(_Doc):
                          "field did change, even when both sides look the same.")
 
 
+class SlotChangeDoc(_Doc):
+    added: int = Field(description="Slots the new schedule has and the old one has not.")
+    removed: int = Field(description="Slots the old schedule has and the new one has not.")
+    days: int = Field(description="The window counted, from now.")
+
+
 class ChangeDoc(_Doc):
     name: str
     action: Literal["create", "update", "delete", "keep"]
     sourceFile: str | None
-    schedule: str | None
+    schedule: str | None = Field(description="The schedule as one line (several expressions "
+                                             "joined by '; ').")
     timeZone: str | None
     reason: str | None = None
     fields: list[FieldChangeDoc] = []
+    slots: SlotChangeDoc | None = Field(
+        default=None, description="For an update that changes when the task runs (schedule, "
+                                  "time zone, active window).")
 
 
 class ChannelChangeDoc(_Doc):
@@ -78,6 +89,19 @@ class DriftDoc(_Doc):
     at: str | None
 
 
+class LoadPeakDoc(_Doc):
+    starts: int = Field(description="The most slots that start in one minute.")
+    at: str | None = Field(description="The first such minute, UTC (null: no starts).")
+    text: str = Field(description="The minute as 'Sun 02:00 UTC'.")
+
+
+class LoadDoc(_Doc):
+    days: int = Field(description="The window, from now.")
+    before: LoadPeakDoc = Field(description="With the runtime table as it is.")
+    after: LoadPeakDoc = Field(description="Once the plan is applied.")
+    maxConcurrentRuns: int = Field(description="The daemon's pool (--max-concurrent-runs).")
+
+
 class PlanDocument(_Doc):
     """What ``reconciler diff -o json`` prints."""
 
@@ -94,11 +118,15 @@ class PlanDocument(_Doc):
     drift: list[DriftDoc]
     channels: list[ChannelChangeDoc] = Field(
         default=[], description="Changes of kind: Channel manifests (unchanged ones left out).")
+    load: LoadDoc | None = Field(
+        default=None, description="Slots starting in the same minute, before and after "
+                                  "(reconciler diff).")
 
 
-def _change_doc(change: TaskChange) -> ChangeDoc:
+def _change_doc(change: TaskChange, impact: Impact | None) -> ChangeDoc:
     source = change.desired or change.actual
     assert source is not None
+    delta = impact.deltas.get(change.name) if impact is not None else None
     return ChangeDoc(
         name=change.name,
         action=change.action.value,
@@ -107,6 +135,8 @@ def _change_doc(change: TaskChange) -> ChangeDoc:
         timeZone=source.time_zone,
         reason=change.reason,
         fields=[_field_doc(f) for f in change.changes],
+        slots=SlotChangeDoc(added=delta.added, removed=delta.removed, days=SLOT_DAYS)
+        if delta is not None else None,
     )
 
 
@@ -123,12 +153,24 @@ def _channel_doc(change: ChannelChange) -> ChannelChangeDoc:
     )
 
 
+def _peak_doc(peak: LoadPeak) -> LoadPeakDoc:
+    return LoadPeakDoc(starts=peak.starts,
+                       at=peak.minute.isoformat() if peak.minute else None, text=peak.text)
+
+
+def load_doc(impact: Impact, max_concurrent_runs: int) -> LoadDoc:
+    return LoadDoc(days=LOAD_DAYS, before=_peak_doc(impact.before),
+                   after=_peak_doc(impact.after), maxConcurrentRuns=max_concurrent_runs)
+
+
 def _field_doc(change: FieldChange) -> FieldChangeDoc:
     old, new, masked = redact_change(change.path, change.old, change.new)
     return FieldChangeDoc(path=change.path, old=old, new=new, masked=masked)
 
 
-def plan_document(plan: Plan) -> PlanDocument:
+def plan_document(plan: Plan, impact: Impact | None = None,
+                  max_concurrent_runs: int = 16) -> PlanDocument:
+    """The plan as JSON; with ``impact`` (``diff``) the slot counts and the load too."""
     return PlanDocument(
         hasChanges=plan.has_changes,
         refused=plan.refused,
@@ -141,7 +183,8 @@ def plan_document(plan: Plan) -> PlanDocument:
             keep=plan.count(Action.KEEP),
             errors=len(plan.errors),
         ),
-        changes=[_change_doc(c) for c in plan.changes if c.action is not Action.UNCHANGED],
+        changes=[_change_doc(c, impact) for c in plan.changes
+                 if c.action is not Action.UNCHANGED],
         errors=[ErrorDoc(**e.to_json()) for e in plan.errors],
         drift=[
             DriftDoc(
@@ -155,4 +198,5 @@ def plan_document(plan: Plan) -> PlanDocument:
             for d in plan.drift
         ],
         channels=[_channel_doc(c) for c in plan.channels if c.action is not Action.UNCHANGED],
+        load=load_doc(impact, max_concurrent_runs) if impact is not None else None,
     )

@@ -75,7 +75,13 @@ class ActualTask:
 
     @property
     def schedule(self) -> str:
-        return str(self.document["spec"]["schedule"])
+        """The schedule as one line (several expressions joined by ``"; "``)."""
+        return "; ".join(self.schedules)
+
+    @property
+    def schedules(self) -> tuple[str, ...]:
+        value = self.document["spec"]["schedule"]
+        return (value,) if isinstance(value, str) else tuple(value)
 
     @property
     def time_zone(self) -> str:

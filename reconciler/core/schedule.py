@@ -57,11 +57,18 @@ that window (``0 0 29 2 *`` with a day-of-week that only matches decades later)
 yields ``None``. Schedules that can *never* fire (``0 0 30 2 *``) are rejected
 analytically by :func:`check_schedule`.
 
+*``H``* (Jenkins' hash) makes an expression's values depend on the task's name:
+:meth:`Schedule.parse` takes the name and resolves every ``H`` to plain values once,
+so the rest of this module never sees it (``_cron`` has the rules).
+
 *Where the parts live.* This module holds :class:`Schedule` (stepping through slots
-and the DST rule). Parsing, ``@every`` and the "never fires" check are in ``_cron``;
+and the DST rule) and :func:`wall_instant` (a local wall time as an instant, by the
+same rule). Parsing, ``H``, ``@every`` and the "never fires" check are in ``_cron``;
 the canonical text for croniter (:func:`normalize`) and :func:`describe` in
 ``_cron_text``; which time zone names are accepted (:func:`check_time_zone`) in
-``_time_zones``. Every public name is importable from here.
+``_time_zones``. Every public name of those is importable from here. Several schedules
+as one (their union), the shortest interval between slots and fast counting of slots
+in a window are in :mod:`reconciler.core.schedule_set`.
 """
 
 from __future__ import annotations
@@ -77,7 +84,14 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from reconciler.core._cron import _SECOND, _compile, _EverySpec, check_schedule
+from reconciler.core._cron import (
+    _SECOND,
+    _compile,
+    _EverySpec,
+    check_schedule,
+    seed_for,
+    uses_hash,
+)
 from reconciler.core._cron_text import _branches, describe, normalize
 from reconciler.core._time_zones import check_time_zone
 from reconciler.core.durations import format_duration
@@ -86,10 +100,13 @@ from reconciler.core.errors import ScheduleError
 __all__ = [
     "HORIZON_YEARS",
     "Schedule",
+    "SlotSteps",
     "check_schedule",
     "check_time_zone",
     "describe",
     "normalize",
+    "uses_hash",
+    "wall_instant",
 ]
 
 #: How far :meth:`Schedule.next_after` and :meth:`Schedule.previous_before` search.
@@ -133,6 +150,18 @@ def _transition(zone: ZoneInfo, lo: datetime, hi: datetime, after: timedelta) ->
     return _NAIVE_EPOCH + timedelta(seconds=b)
 
 
+def wall_instant(wall: datetime, zone: ZoneInfo) -> datetime:
+    """The instant (aware, UTC) of a naive local wall time by the fixed-hour DST rule:
+    a repeated time is its first occurrence, a time inside a skipped gap is the first
+    instant after the gap. (Local midnight of a date is the first instant of that day,
+    even where the day starts at 01:00.)"""
+    wall = wall.replace(tzinfo=None, fold=0)
+    first, second = _offsets(wall, zone)
+    if first >= second:
+        return (wall - first).replace(tzinfo=UTC)
+    return _transition(zone, wall - second, wall - first, second).replace(tzinfo=UTC)
+
+
 def _utc_naive(instant: datetime) -> datetime:
     if instant.tzinfo is None or instant.utcoffset() is None:
         raise ValueError(f"instant must be timezone-aware, got naive {instant.isoformat()}")
@@ -142,14 +171,47 @@ def _utc_naive(instant: datetime) -> datetime:
 # --------------------------------------------------------------------------- Schedule
 
 
+class SlotSteps:
+    """``iter_after`` and ``between`` on top of ``next_after``: one implementation for
+    :class:`Schedule`, :class:`~reconciler.core.schedule_set.ScheduleSet` and
+    :class:`~reconciler.core.scheduling.TaskSlots`."""
+
+    __slots__ = ()
+
+    def next_after(self, instant: datetime) -> datetime | None:
+        raise NotImplementedError
+
+    def iter_after(self, instant: datetime) -> Iterator[datetime]:
+        """Slots strictly after ``instant`` in increasing order (ends past the horizon)."""
+        current: datetime | None = instant
+        while current is not None:
+            current = self.next_after(current)
+            if current is not None:
+                yield current
+
+    def between(self, start: datetime, end: datetime, limit: int | None = None) -> list[datetime]:
+        """Slots in ``(start, end]``, at most ``limit`` of them (the earliest ones)."""
+        out: list[datetime] = []
+        if limit is not None and limit <= 0:
+            return out
+        for slot in self.iter_after(start):
+            if slot > end:
+                break
+            out.append(slot)
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+
 @dataclass(frozen=True, slots=True)
-class Schedule:
+class Schedule(SlotSteps):
     """A validated schedule in a time zone; use :meth:`parse` to build one.
 
     ``is_every`` is true for ``@every`` schedules (time zone ignored). ``wildcard_hour``
     is true for cron schedules whose hour field starts with ``*`` (both passes of a
     repeated hour fire, a skipped hour has no slots); it is false for fixed-hour cron
-    schedules and for ``@every``.
+    schedules and for ``@every``. ``seed`` is the task name that resolved ``H`` (None
+    for an expression without ``H``).
     """
 
     expression: str
@@ -157,14 +219,22 @@ class Schedule:
     is_every: bool
     wildcard_hour: bool
     normalized: str
+    seed: str | None
     _zone: ZoneInfo = field(repr=False, compare=False)
     _step: timedelta | None = field(repr=False, compare=False)
     _protos: tuple[Any, ...] = field(repr=False, compare=False)
 
     @classmethod
-    def parse(cls, expression: str, time_zone: str = "UTC") -> Schedule:
-        """Validate and build (cached); raises :class:`ScheduleError`."""
-        return _parse_schedule(expression, time_zone)
+    def parse(cls, expression: str, time_zone: str = "UTC", name: str | None = None
+              ) -> Schedule:
+        """Validate and build (cached); raises :class:`ScheduleError`. ``name`` (the
+        task's) resolves ``H``; an expression with ``H`` and no name is an error."""
+        if name is None and uses_hash(expression):
+            raise ScheduleError(
+                f"schedule {expression!r} uses H, whose values come from a task's name: "
+                "a name is needed to resolve it"
+            )
+        return _parse_schedule(expression, time_zone, seed_for(expression, name))
 
     # ----------------------------------------------------------------- public queries
 
@@ -200,30 +270,9 @@ class Schedule:
             return None
         return found.replace(tzinfo=UTC)
 
-    def iter_after(self, instant: datetime) -> Iterator[datetime]:
-        """Slots strictly after ``instant`` in increasing order (ends past the horizon)."""
-        current: datetime | None = instant
-        while current is not None:
-            current = self.next_after(current)
-            if current is not None:
-                yield current
-
-    def between(self, start: datetime, end: datetime, limit: int | None = None) -> list[datetime]:
-        """Slots in ``(start, end]``, at most ``limit`` of them (the earliest ones)."""
-        out: list[datetime] = []
-        if limit is not None and limit <= 0:
-            return out
-        for slot in self.iter_after(start):
-            if slot > end:
-                break
-            out.append(slot)
-            if limit is not None and len(out) >= limit:
-                break
-        return out
-
     def describe(self) -> str:
         """A short English description of the expression (best effort)."""
-        return describe(self.expression)
+        return describe(self.expression, self.seed)
 
     # ----------------------------------------------------------------- wall-clock steps
 
@@ -353,9 +402,9 @@ def _prototype(expression: str) -> Any:
 
 
 @functools.lru_cache(maxsize=4096)
-def _parse_schedule(expression: str, time_zone: str) -> Schedule:
+def _parse_schedule(expression: str, time_zone: str, seed: str | None) -> Schedule:
     check_schedule(expression)
-    spec = _compile(expression)
+    spec = _compile(expression, seed)
     zone = check_time_zone(time_zone)
     if isinstance(spec, _EverySpec):
         return Schedule(
@@ -364,6 +413,7 @@ def _parse_schedule(expression: str, time_zone: str) -> Schedule:
             is_every=True,
             wildcard_hour=False,
             normalized=f"@every {format_duration(spec.step)}",
+            seed=None,
             _zone=zone,
             _step=spec.step,
             _protos=(),
@@ -379,6 +429,7 @@ def _parse_schedule(expression: str, time_zone: str) -> Schedule:
         is_every=False,
         wildcard_hour=spec.hour_star,
         normalized=" | ".join(branches),
+        seed=seed,
         _zone=zone,
         _step=None,
         _protos=protos,

@@ -5,7 +5,15 @@ is decided here, so every policy (missed slots, catch-up, concurrency, retries) 
 unit-tested with plain values and a fake clock.
 
 Vocabulary: a *slot* is an exact UTC instant produced by the schedule; a *run* is one
-attempt at a slot; *lateness* is the run's actual start minus its slot.
+attempt at a slot; *lateness* is the run's actual start minus its slot. With
+``spec.jitter`` a slot *starts* a little after it (:meth:`TaskSlots.start_of`): the
+run keeps its slot (``RECONCILER_SLOT``, the claim's key) and records its real start;
+``startingDeadline`` counts from the planned start.
+
+Which instants are slots is decided here too (:class:`TaskSlots`): the union of the
+task's schedules (:class:`~reconciler.core.schedule_set.ScheduleSet`, ``H`` resolved
+with the task's name) inside its active window (:func:`active_window`), less the
+slots an :class:`Exclusion` removes (the hook for calendars).
 """
 
 from __future__ import annotations
@@ -13,14 +21,24 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Protocol
 
+from reconciler.core._spread import stable_int
+from reconciler.core.durations import format_duration
+from reconciler.core.errors import ScheduleError
 from reconciler.core.model import CatchUpPolicy, ConcurrencyPolicy, TaskManifest, TaskSpec
 from reconciler.core.runtime import RunStatus, Trigger
-from reconciler.core.schedule import Schedule
+from reconciler.core.schedule import (
+    SlotSteps,
+    check_schedule,
+    check_time_zone,
+    uses_hash,
+    wall_instant,
+)
+from reconciler.core.schedule_set import ScheduleSet, shortest_interval, slot_seconds
 
 #: How many individual ``missed`` rows one recovery writes per task at most; older
 #: missed slots are summarised in the reason of the oldest recorded one.
@@ -28,15 +46,283 @@ MAX_MISSED_RECORDS = 100
 _EPSILON = timedelta(microseconds=1)
 
 
+# --------------------------------------------------------------------------- slots
+
+
+class Exclusion(Protocol):
+    """A rule that removes single slots of a task (the hook for calendars): a removed
+    slot does not run and is not recorded; ``name`` is shown beside it."""
+
+    @property
+    def name(self) -> str: ...
+
+    def excludes(self, slot: datetime) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveWindow:
+    """Slots run from ``start`` (inclusive) until ``end`` (exclusive); None: no bound."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def contains(self, slot: datetime) -> bool:
+        return (self.start is None or slot >= self.start) and (self.end is None or slot < self.end)
+
+    @property
+    def empty(self) -> bool:
+        return self.start is not None and self.end is not None and self.end <= self.start
+
+
+def _bound(text: str, time_zone: str, *, end: bool) -> datetime | None:
+    if len(text) == 10:  # a date: its local midnight; an end date includes its whole day
+        day = date.fromisoformat(text)
+        try:
+            day += timedelta(days=1) if end else timedelta(0)
+        except OverflowError:
+            return None
+        return wall_instant(datetime(day.year, day.month, day.day), check_time_zone(time_zone))
+    instant = datetime.fromisoformat(text).astimezone(UTC)
+    return instant + _EPSILON if end else instant  # an end instant is inclusive
+
+
+def active_window(active_from: str | None, active_until: str | None,
+                  time_zone: str = "UTC") -> ActiveWindow:
+    """``spec.activeFrom``/``spec.activeUntil`` as instants. A date means local midnight
+    in ``time_zone`` (the first instant of that day by the DST rule); ``activeUntil`` as
+    a date includes that whole day, as an instant it includes that instant."""
+    return ActiveWindow(
+        _bound(active_from, time_zone, end=False) if active_from else None,
+        _bound(active_until, time_zone, end=True) if active_until else None,
+    )
+
+
+def jitter_delay(name: str, slot: datetime, jitter: timedelta | None) -> timedelta:
+    """How long after ``slot`` the task ``name`` starts: in ``[0, jitter)``, from a stable
+    hash of the name and the slot (the same on every replica, in every process, after
+    every restart); whole seconds when ``jitter`` is, else whole milliseconds."""
+    if not jitter:
+        return timedelta(0)
+    unit = _SECOND if not jitter % _SECOND else _MILLISECOND
+    span = jitter // unit
+    if span <= 0:
+        return timedelta(0)
+    key = slot.astimezone(UTC).isoformat()
+    return stable_int(span, "jitter", name, key) * unit
+
+
+def window_seconds(expressions: tuple[str, ...], time_zone: str, name: str,
+                   window: ActiveWindow, start: datetime, end: datetime) -> list[int]:
+    """The slots of ``expressions`` inside ``window`` and ``[start, end)``, as Unix
+    seconds (:func:`~reconciler.core.schedule_set.slot_seconds`); what
+    :meth:`TaskSlots.slot_seconds` counts before exclusions, without building one."""
+    if window.start is not None:
+        start = max(start, window.start)
+    if window.end is not None:
+        end = min(end, window.end)
+    if end <= start:
+        return []
+    return slot_seconds(expressions, time_zone, name, start, end)
+
+
+def _instant(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+#: How many excluded slots in a row a search skips before it gives up.
+MAX_EXCLUDED_IN_A_ROW = 10_000
+_MILLISECOND = timedelta(milliseconds=1)
+_SECOND = timedelta(seconds=1)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSlots(SlotSteps):
+    """The slots of one task and when each starts: the union of its schedules, inside
+    its active window, less excluded slots; each starts ``jitter_delay`` after it.
+
+    Same queries as :class:`~reconciler.core.schedule.Schedule` (``next_after``,
+    ``previous_before``, ``iter_after``, ``between``), so everything that steps
+    through a task's slots (the scheduler, recovery, ``next``, ``diff``) steps through
+    these."""
+
+    name: str
+    schedules: ScheduleSet
+    window: ActiveWindow = ActiveWindow()
+    jitter: timedelta | None = None
+    exclusions: tuple[Exclusion, ...] = ()
+
+    @classmethod
+    def of(cls, manifest: TaskManifest, exclusions: tuple[Exclusion, ...] = ()) -> TaskSlots:
+        """A validated manifest's slots; raises :class:`ScheduleError` for a schedule
+        that does not resolve (``H`` with this name)."""
+        spec = manifest.spec
+        name = manifest.metadata.name
+        return cls(
+            name=name,
+            schedules=ScheduleSet.parse(spec.schedules, spec.time_zone, name),
+            window=active_window(spec.active_from, spec.active_until, spec.time_zone),
+            jitter=spec.jitter,
+            exclusions=exclusions,
+        )
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> TaskSlots:
+        return cls.of(TaskManifest.model_validate(document))
+
+    def excluded_by(self, slot: datetime) -> str | None:
+        """The name of the first exclusion that removes ``slot`` (None: it runs)."""
+        for rule in self.exclusions:
+            if rule.excludes(slot):
+                return rule.name
+        return None
+
+    def candidates(self, instant: datetime) -> Iterator[tuple[datetime, str | None]]:
+        """Slots of the schedules inside the window after ``instant``, each with the
+        exclusion that removes it (None: it runs); for ``next --show-excluded``."""
+        x = instant
+        if self.window.start is not None and x < self.window.start:
+            x = self.window.start - _EPSILON
+        for slot in self.schedules.iter_after(x):
+            if self.window.end is not None and slot >= self.window.end:
+                return
+            yield slot, self.excluded_by(slot)
+
+    def next_after(self, instant: datetime) -> datetime | None:
+        """The first slot strictly after ``instant`` (aware), or None."""
+        for n, (slot, excluded) in enumerate(self.candidates(instant)):
+            if excluded is None:
+                return slot
+            if n >= MAX_EXCLUDED_IN_A_ROW:
+                break
+        return None
+
+    def previous_before(self, instant: datetime) -> datetime | None:
+        """The latest slot at or before ``instant`` (aware), or None."""
+        x = instant
+        if self.window.end is not None and x >= self.window.end:
+            x = self.window.end - _EPSILON
+        for _ in range(MAX_EXCLUDED_IN_A_ROW):
+            slot = self.schedules.previous_before(x)
+            if slot is None or (self.window.start is not None and slot < self.window.start):
+                return None
+            if self.excluded_by(slot) is None:
+                return slot
+            x = slot - _EPSILON
+        return None
+
+    def start_of(self, slot: datetime) -> datetime:
+        """When ``slot`` starts: ``slot + jitter_delay``, cut short of the next slot of
+        the schedules so that starts keep the order of slots (a DST night can bring two
+        slots closer than the shortest interval the jitter was checked against)."""
+        delay = jitter_delay(self.name, slot, self.jitter)
+        if delay:
+            following = self.schedules.next_after(slot)
+            if following is not None and following - slot <= delay:
+                delay = max(timedelta(0), following - slot - _MILLISECOND)
+        return slot + delay
+
+    def slot_seconds(self, start: datetime, end: datetime) -> list[int]:
+        """The slots in ``[start, end)`` as Unix seconds, ascending: the same slots as
+        :meth:`between`, counted by arithmetic (for ``diff``'s counts over weeks)."""
+        found = window_seconds(self.schedules.expressions, self.schedules.time_zone,
+                               self.name, self.window, start, end)
+        if self.exclusions:
+            found = [s for s in found if self.excluded_by(_instant(s)) is None]
+        return found
+
+    def start_seconds(self, slots: list[int]) -> list[int]:
+        """The starts of ``slots`` (Unix seconds, ascending, from :meth:`slot_seconds`)
+        as whole Unix seconds: :meth:`start_of`, with the next slot taken from the list
+        where it is the schedules' next one."""
+        if not self.jitter:
+            return slots
+        out = []
+        for i, s in enumerate(slots):
+            slot = _instant(s)
+            delay = jitter_delay(self.name, slot, self.jitter).total_seconds()
+            following = slots[i + 1] if i + 1 < len(slots) else None
+            if following is None or following - s <= delay or self.exclusions:
+                out.append(int(self.start_of(slot).timestamp()))
+            else:
+                out.append(int(s + delay))
+        return out
+
+    def next_planned(self, now: datetime, after: datetime | None = None) -> datetime | None:
+        """The slot to plan at ``now``: the first one later than ``after`` (the last
+        slot decided, if any) that has not started yet. With jitter that may be a slot
+        at or before ``now`` whose start is still ahead."""
+        base = now if after is None or after < now else after
+        if self.jitter:
+            latest = self.previous_before(base)
+            if (latest is not None and (after is None or latest > after)
+                    and self.start_of(latest) > now):
+                return latest
+        return self.next_after(base)
+
+    def describe(self) -> str:
+        return self.schedules.describe()
+
+    @property
+    def same_slots_key(self) -> tuple[Any, ...]:
+        """Equal for tasks whose slots are the same (parsed schedules are shared between
+        tasks with the same expressions and zone): one computation serves them all."""
+        return (tuple(map(id, self.schedules.schedules)), self.window, self.exclusions)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    """A task that does not hold together: ``path`` is the field (``("spec", "jitter")``,
+    ``("spec", "schedule", 1)``), the loader points at it in the file."""
+
+    path: tuple[str | int, ...]
+    message: str
+
+
+def check_task(manifest: TaskManifest) -> list[FieldProblem]:
+    """What a manifest's fields cannot say alone: ``H`` resolved with the task's name
+    (a day it picks may not exist), an active window that ends before it starts, and
+    ``jitter`` longer than the shortest interval between slots (runs would start out
+    of order)."""
+    spec = manifest.spec
+    name = manifest.metadata.name
+    problems: list[FieldProblem] = []
+    for i, expression in enumerate(spec.schedules):
+        if uses_hash(expression):
+            try:
+                check_schedule(expression, name)
+            except ScheduleError as exc:
+                path = ("spec", "schedule") if isinstance(spec.schedule, str) else (
+                    "spec", "schedule", i)
+                problems.append(FieldProblem(path, f"{exc} (H resolved for {name!r})"))
+    schedules_ok = not problems
+    window = active_window(spec.active_from, spec.active_until, spec.time_zone)
+    if window.empty:
+        problems.append(FieldProblem(("spec", "activeUntil"), (
+            f"activeUntil {spec.active_until} is before activeFrom {spec.active_from}: "
+            "the task would never run")))
+    if spec.jitter is not None and schedules_ok:
+        gap = shortest_interval(spec.schedules, spec.time_zone, name)
+        if spec.jitter > gap:
+            problems.append(FieldProblem(("spec", "jitter"), (
+                f"jitter {format_duration(spec.jitter)} is longer than the shortest interval "
+                f"between slots ({format_duration(gap)}): runs could start out of order; "
+                f"use at most {format_duration(gap)}")))
+    return problems
+
+
+# --------------------------------------------------------------------------- policies
+
+
 @dataclass(frozen=True, slots=True)
 class TaskPolicy:
-    """What the scheduler needs to know about one task: its parsed schedule, generation
-    and suspension, and its spec (``spec.concurrency_policy``, ``spec.retries``, ...:
-    every field is declared once, in :class:`~reconciler.core.model.TaskSpec`)."""
+    """What the scheduler needs to know about one task: its slots (schedules, ``H``,
+    active window, jitter), generation and suspension, and its spec
+    (``spec.concurrency_policy``, ``spec.retries``, ...: every field is declared once,
+    in :class:`~reconciler.core.model.TaskSpec`)."""
 
     name: str
     generation: int
-    schedule: Schedule
+    schedule: TaskSlots
     suspended: bool
     manifest: TaskManifest = field(compare=False, repr=False)
 
@@ -49,9 +335,8 @@ class TaskPolicy:
         cls, name: str, generation: int, document: dict[str, Any], suspended: bool
     ) -> TaskPolicy:
         m = TaskManifest.model_validate(document)
-        schedule = Schedule.parse(m.spec.schedule, m.spec.time_zone)
-        return cls(name=name, generation=generation, schedule=schedule, suspended=suspended,
-                   manifest=m)
+        return cls(name=name, generation=generation, schedule=TaskSlots.of(m),
+                   suspended=suspended, manifest=m)
 
 
 class Verdict(enum.StrEnum):
@@ -71,10 +356,12 @@ class SlotDecision:
 
 def _late(policy: TaskPolicy, slot: datetime, now: datetime) -> str | None:
     deadline = policy.spec.starting_deadline
-    if deadline is not None and now - slot > deadline:
-        late = (now - slot).total_seconds()
+    start = policy.schedule.start_of(slot)  # the slot itself unless jitter delays it
+    if deadline is not None and now - start > deadline:
+        late = (now - start).total_seconds()
+        where = "the slot" if start == slot else "its jittered start"
         return (
-            f"started too late: {late:.3f}s after the slot, past startingDeadline "
+            f"started too late: {late:.3f}s after {where}, past startingDeadline "
             f"{deadline.total_seconds():g}s"
         )
     return None
@@ -132,6 +419,8 @@ def recover_missed(
     window = MAX_MISSED_RECORDS + policy.spec.max_catch_up
     newest_first: list[datetime] = []
     cursor = policy.schedule.previous_before(now)
+    if cursor is not None and policy.schedule.start_of(cursor) > now:
+        cursor = policy.schedule.previous_before(cursor - _EPSILON)  # not started yet (jitter)
     while cursor is not None and cursor > last_slot and len(newest_first) < window:
         newest_first.append(cursor)
         cursor = policy.schedule.previous_before(cursor - _EPSILON)
@@ -205,7 +494,7 @@ def decide_backlog(policy: TaskPolicy, slot: datetime, now: datetime) -> list[Sl
     is due. ``catchUp: None`` drops the backlog but not the slot due now, which is then
     decided as if on time (``startingDeadline`` and the concurrency policy apply)."""
     following = policy.schedule.next_after(slot)
-    if following is None or following > now:
+    if following is None or policy.schedule.start_of(following) > now:
         return []
     decisions = recover_missed(policy, slot - _EPSILON, now, cause="behind schedule")
     if decisions and policy.spec.catch_up is CatchUpPolicy.NONE:
@@ -277,12 +566,15 @@ class Timeline:
     def __len__(self) -> int:
         return len(self._slots) + len(self._retries)
 
-    def set_slot(self, name: str, slot: datetime | None, generation: int) -> None:
+    def set_slot(self, name: str, slot: datetime | None, generation: int,
+                 at: datetime | None = None) -> None:
+        """Plan ``slot`` (None: nothing) to fire at ``at`` (default: the slot itself;
+        later with jitter)."""
         old = self._slots.pop(name, None)
         if old is not None:
             old.cancelled = True
         if slot is not None:
-            entry = Entry(slot, next(self._seq), name, EntryKind.SLOT, generation, slot)
+            entry = Entry(at or slot, next(self._seq), name, EntryKind.SLOT, generation, slot)
             self._slots[name] = entry
             heapq.heappush(self._heap, entry)
 
@@ -335,6 +627,6 @@ def whole_period_late(due: Iterable[Entry], policy_of: Callable[[str], TaskPolic
         if entry.kind is not EntryKind.SLOT or policy is None:
             continue
         nxt = policy.schedule.next_after(entry.slot)
-        if nxt is not None and nxt <= now:
+        if nxt is not None and policy.schedule.start_of(nxt) <= now:
             late.append(entry.name)
     return late

@@ -6,7 +6,9 @@ Design:
   heap; the loop sleeps until the earliest entry or until something wakes it (a
   change, a trigger, a finished run). Nothing polls every task every tick.
 * At a slot the pure :func:`~reconciler.core.scheduling.decide_slot` says run, skip,
-  replace or miss; this module only carries the decision out.
+  replace or miss; this module only carries the decision out. A slot fires at its
+  start (:meth:`~reconciler.core.scheduling.TaskSlots.start_of`: later with jitter)
+  and its run keeps the slot: the claim, the row and ``RECONCILER_SLOT``.
 * A run row is written *before* the executor starts (status ``running``), so a crash
   leaves a row that the next start marks ``abandoned``: a run is never lost.
 * ``tick()`` processes everything due at ``clock.now()``; tests drive it with a fake
@@ -179,7 +181,7 @@ class Scheduler:
             state.saw_slot(row.last_slot_at)
             if policy.suspended:
                 self.timeline.remove(row.name)
-                self._persist_next(row.name, None)
+                self._set_next(policy, None)
                 continue
             if recover and row.last_slot_at is not None:
                 decisions = recover_missed(policy, row.last_slot_at, now)
@@ -203,24 +205,23 @@ class Scheduler:
         self.timeline.remove(name)
         self.listener.task_removed(name)
 
-    def _plan_next(self, state: TaskState, after: datetime) -> None:
+    def _plan_next(self, state: TaskState, now: datetime) -> None:
+        """Plan the first slot after the last one decided that has not started by
+        ``now``: a clock behind a slot already decided waits for the next one."""
         last = state.last_slot
-        if last is not None and last > after:
-            if last - after <= MAX_CLOCK_STEP_BACK:
-                after = last  # the clock is behind a slot already decided: wait for it
-            else:
-                # More than that: the clock that decided it was wrong, not this one.
-                log.warning("task %s: its last slot %s is %s ahead of this clock; "
-                            "planning from now", state.policy.name, last.isoformat(),
-                            last - after)
-                state.last_slot = None
-        nxt = state.policy.schedule.next_after(after)
-        self.timeline.set_slot(state.policy.name, nxt, state.policy.generation)
-        self._persist_next(state.policy.name, nxt)
+        if last is not None and last - now > MAX_CLOCK_STEP_BACK:
+            # More than that: the clock that decided it was wrong, not this one.
+            log.warning("task %s: its last slot %s is %s ahead of this clock; "
+                        "planning from now", state.policy.name, last.isoformat(), last - now)
+            state.last_slot = last = None
+        self._set_next(state.policy, state.policy.schedule.next_planned(now, last))
 
-    def _persist_next(self, name: str, nxt: datetime | None) -> None:
-        self.recorder.state(name, "next_fire_at", nxt)
-        self.listener.next_fire(name, nxt)
+    def _set_next(self, policy: TaskPolicy, slot: datetime | None) -> None:
+        """Plan ``slot`` at its start; persist it (the nominal slot) as the next fire."""
+        at = policy.schedule.start_of(slot) if slot is not None else None
+        self.timeline.set_slot(policy.name, slot, policy.generation, at)
+        self.recorder.state(policy.name, "next_fire_at", slot)
+        self.listener.next_fire(policy.name, slot)
 
     # ----------------------------------------------------------------------- loop
 
@@ -279,18 +280,17 @@ class Scheduler:
         await self._carry_out_many(batch, now)
         # Only now, with the runs started, work out the following slots. Tasks that share
         # a schedule (many "0 * * * *") share one computation.
-        memo: dict[tuple[int, datetime], datetime | None] = {}
+        memo: dict[tuple[Any, datetime], datetime | None] = {}
         for state, after, generation in slots:
             policy = state.policy
             if policy.suspended or policy.generation != generation:
                 continue  # suspended or changed while the runs started: sync() planned it
-            key = (id(policy.schedule), after)
+            key = (policy.schedule.same_slots_key, after)
             if key not in memo:
                 memo[key] = policy.schedule.next_after(after)
             nxt = memo[key]
             if self.tasks.get(policy.name) is state and self.timeline.slot_of(policy.name) is None:
-                self.timeline.set_slot(policy.name, nxt, policy.generation)
-                self._persist_next(policy.name, nxt)
+                self._set_next(policy, nxt)
         await self.flush_state()
         return len(batch)
 

@@ -37,6 +37,7 @@ from reconciler.core.model import (
     TaskDef,
     TaskManifest,
 )
+from reconciler.core.scheduling import FieldProblem, check_task
 from reconciler.manifests._yaml import STR_TAG, mark_position
 
 if TYPE_CHECKING:
@@ -48,6 +49,9 @@ class _Kind:
     api_versions: tuple[str, ...]
     model: type[BaseModel]
     build: Callable[[Any, str, int], TaskDef | ChannelDef]
+    #: What the fields cannot say alone (the core's rules across fields), as
+    #: (field path, message) problems located in the file like pydantic's errors.
+    check: Callable[[Any], list[FieldProblem]]
 
 
 def _build_task(manifest: Any, source_file: str, source_line: int) -> TaskDef:
@@ -60,10 +64,19 @@ def _build_channel(manifest: Any, source_file: str, source_line: int) -> Channel
     return channel_def(manifest, source_file, source_line)
 
 
+def _check_task(manifest: Any) -> list[FieldProblem]:
+    assert isinstance(manifest, TaskManifest)
+    return check_task(manifest)
+
+
+def _check_channel(manifest: Any) -> list[FieldProblem]:
+    return []  # a channel's rules are all in its fields
+
+
 #: Supported ``kind`` values and, for each, the ``apiVersion`` values it accepts.
 KINDS: Final[dict[str, _Kind]] = {
-    KIND: _Kind((API_VERSION,), TaskManifest, _build_task),
-    CHANNEL_KIND: _Kind((API_VERSION,), ChannelManifest, _build_channel),
+    KIND: _Kind((API_VERSION,), TaskManifest, _build_task, _check_task),
+    CHANNEL_KIND: _Kind((API_VERSION,), ChannelManifest, _build_channel, _check_channel),
 }
 
 
@@ -238,6 +251,9 @@ def validate_document(
         return None, map_errors(errors, root, kind.model, label, task, limit=max_errors)
     except Exception as exc:  # a validator that raised something pydantic does not wrap
         return None, [error(root, f"cannot validate the document: {_describe(exc)}")]
+    problems = kind.check(manifest)
+    if problems:
+        return None, [_problem_error(p, root, label, task) for p in problems][:max_errors]
     built = kind.build(manifest, source_file, root.start_mark.line + 1)
     if isinstance(built, TaskDef):
         built = with_field_lines(built, _host_fields(root))
@@ -276,6 +292,20 @@ def _on_keys(root: Node, value: dict[Any, Any]) -> None:
             isinstance(k, ScalarNode) and k.value == "on" and not k.style for k, _ in node.value
         ):
             rule["on"] = rule.pop(True)
+
+
+def _problem_error(problem: FieldProblem, root: Node, label: str,
+                   task: str | None) -> ManifestError:
+    """A rule across fields, at the value of the field it names (or the deepest node of
+    its path that the file has)."""
+    node = root
+    for part in problem.path:
+        found = child(node, part)
+        if found is None:
+            break
+        node = found[1]
+    line, column = mark_position(node)
+    return ManifestError(label, problem.message, line, column, task, format_path(problem.path))
 
 
 def _value_node(root: Node, key: str) -> Node | None:
@@ -462,6 +492,8 @@ def _expected(tags: list[str], model: type[BaseModel]) -> str:
         if member is not None:
             keys = ", ".join(f.alias or name for name, f in member.model_fields.items())
             shown.append(f"{{{keys}: ...}}")
+        elif tag.startswith("list["):
+            shown.append("a list of strings" if "str" in tag else "a list")
         elif "str" in tag:
             shown.append("a string")
         else:

@@ -38,8 +38,7 @@ from reconciler.core.model import ConcurrencyPolicy, TaskManifest
 from reconciler.core.protocols import NewRun
 from reconciler.core.redaction import redact
 from reconciler.core.runtime import ActualTask, RunRecord, RunStatus, SuspendOverride, Trigger
-from reconciler.core.schedule import Schedule
-from reconciler.core.scheduling import Verdict, concurrency_verdict
+from reconciler.core.scheduling import TaskSlots, Verdict, concurrency_verdict
 
 log = logging.getLogger("reconciler.operations")
 
@@ -263,8 +262,8 @@ class TaskOperations:
                         ) -> tuple[RunRecord | None, str | None]:
         now = self.clock.now()
         try:
-            slot = Schedule.parse(row.schedule, row.time_zone).previous_before(now)
-        except ReconcilerError as exc:
+            slot = TaskSlots.from_document(row.document).previous_before(now)
+        except (ReconcilerError, ValueError) as exc:
             return None, f"the schedule cannot be read: {exc}"
         since = before.override.at if before.override and before.override.suspended else None
         if slot is None or (since is not None and slot < since):

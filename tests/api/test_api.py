@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 from dataclasses import replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import httpx
 
 from reconciler.core.runtime import RunStatus
+from reconciler.core.scheduling import jitter_delay
 from tests.api.conftest import AUTH, SECRET, Harness, harness, run
 
 
@@ -570,5 +572,32 @@ def test_distributed_mode_state_is_read_from_the_coordinator(tmp_path: Path) -> 
             status = (await h.client.get("/api/v1/status")).json()
             assert status["writer"] == "test-replica"
             ops.d = single
+
+    run(scenario)
+
+
+def test_a_task_with_two_schedules_h_and_jitter(tmp_path: Path) -> None:
+    manifests = {"spread.yaml": """\
+apiVersion: reconciler/v1
+kind: Task
+metadata: {name: backup-db}
+spec:
+  schedule: ["H 2 * * *", "0 12 * * 0,6"]
+  timeZone: Europe/Berlin
+  jitter: 10m
+  run: {shell: echo backup}
+"""}
+
+    async def scenario() -> None:
+        async with harness(tmp_path, manifests=manifests) as h:
+            t = (await h.client.get("/api/v1/tasks/backup-db")).json()
+            assert t["schedule"] == "H 2 * * *; 0 12 * * 0,6"
+            assert t["scheduleText"] == "at 02:42 every day; at 12:00 on Saturday and Sunday"
+            first = t["nextFireTimes"][0]
+            slot = datetime.fromisoformat(first["at"])
+            assert first["local"] == "2026-03-03T02:42:00+01:00"  # backup-db's H is 42
+            delay = jitter_delay("backup-db", slot, timedelta(minutes=10))
+            assert datetime.fromisoformat(first["start"]) == slot + delay
+            assert t["nextFireAt"] == first["at"]
 
     run(scenario)

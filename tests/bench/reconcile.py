@@ -76,6 +76,9 @@ def phase_cold(manifests: str, db: str) -> dict[str, float]:
 
 def phase_diff(manifests: str, db: str) -> dict[str, float]:
     t0 = time.perf_counter()
+    from datetime import UTC, datetime
+
+    from reconciler.core.impact import plan_impact
     from reconciler.service import make_plan
     from reconciler.store import create_store
 
@@ -84,7 +87,12 @@ def phase_diff(manifests: str, db: str) -> dict[str, float]:
     _, plan = make_plan(manifests, store)
     t2 = time.perf_counter()
     assert not plan.has_changes, "expected no changes"
-    return {"import_s": t1 - t0, "diff_s": t2 - t1, "peak_rss_mb": rss_mb()}
+    # what `reconciler diff` adds: the load of every task over 7 days, before and after
+    impact = plan_impact(plan, datetime.now(UTC))
+    t3 = time.perf_counter()
+    assert impact.after.starts >= 1
+    return {"import_s": t1 - t0, "diff_s": t2 - t1, "load_s": t3 - t2,
+            "peak_rss_mb": rss_mb()}
 
 
 def phase_one_file(manifests: str, db: str) -> dict[str, float]:
@@ -196,7 +204,7 @@ def main() -> None:
             "targets": {"cold_apply_s": 1.5, "no_change_diff_s": 1.0, "one_file_replan_s": 0.05},
             "met": {
                 "cold_apply": c["apply_s"] < 1.5,
-                "no_change_diff": diff["diff_s"] < 1.0,
+                "no_change_diff": diff["diff_s"] + diff["load_s"] < 1.0,
                 "one_file_change": one["replan_s"] < 0.05,
             },
             "ratios": {

@@ -164,6 +164,10 @@ def test_workflow_plan_step_produces_the_json_and_text_plans(
     assert plan["summary"]["update"] == 1 and plan["summary"]["delete"] == 1
     text = (pull_request / "plan.txt").read_text()
     assert "gitops-demo-db-vacuum" in text and "spec.schedule" in text
+    # the comment shows when the change runs: slots moved, and the load after the merge
+    assert "    slots in the next 30 days: +720 -720" in text
+    assert text.rstrip().splitlines()[-1].startswith("Load: peak ")
+    assert plan["load"]["maxConcurrentRuns"] == 16 and plan["load"]["after"]["starts"] >= 1
     assert "### reconciler plan" in summary.read_text()
 
 

@@ -41,8 +41,10 @@ EXPECT: dict[str, E] = {
     # ------------------------------------------------------------------ wrong types
     "type-suspend-quoted-yes.yaml": E(10, "spec.suspend", "expected a boolean (true or false)"),
     "type-suspend-integer.yaml": E(10, "spec.suspend", "got an integer"),
-    "type-schedule-integer.yaml": E(6, "spec.schedule", "expected a string, got an integer"),
-    "type-schedule-list.yaml": E(6, "spec.schedule", "expected a string, got a list"),
+    "type-schedule-integer.yaml": E(
+        6, "spec.schedule", "expected a string or a list of strings, got an integer"
+    ),
+    "type-schedule-list.yaml": E(6, "spec.schedule[0]", "expected a string, got an integer"),
     "type-command-string.yaml": E(9, "spec.run.command", "expected a list, got a string"),
     "type-command-item-integer.yaml": E(9, "spec.run.command[1]", "expected a string"),
     "type-metadata-list.yaml": E(4, "metadata", "expected a mapping, got a list"),
@@ -133,7 +135,7 @@ EXPECT: dict[str, E] = {
     "cron-step-zero.yaml": E(6, "spec.schedule", "step must be at least 1"),
     "cron-empty.yaml": E(6, "spec.schedule", "schedule is empty"),
     "cron-blank.yaml": E(6, "spec.schedule", "schedule is empty"),
-    "cron-null.yaml": E(6, "spec.schedule", "expected a string, got null"),
+    "cron-null.yaml": E(6, "spec.schedule", "expected a string or a list of strings, got null"),
     "cron-seven-fields.yaml": E(6, "spec.schedule", "got 7"),
     "cron-words.yaml": E(6, "spec.schedule", "expected 5 fields"),
     "cron-unknown-macro.yaml": E(6, "spec.schedule", "unknown macro '@fortnightly'"),
@@ -142,6 +144,19 @@ EXPECT: dict[str, E] = {
     "cron-every-bare-number.yaml": E(6, "spec.schedule", "use a number with a unit"),
     "cron-reversed-range.yaml": E(6, "spec.schedule", "range '5-1' is reversed"),
     "cron-negative-field.yaml": E(6, "spec.schedule", "invalid value '-1'"),
+    "cron-hash-in-every.yaml": E(6, "spec.schedule", "@every: H only goes in cron fields"),
+    "cron-hash-with-range-outside.yaml": E(6, "spec.schedule", "invalid use of H in 'H-5'"),
+    "cron-hash-step-too-large.yaml": E(
+        6, "spec.schedule", "step 40 in 'H(0-29)/40' is larger than the range 0-29"
+    ),
+    "schedule-list-bad-item.yaml": E(8, "spec.schedule[1]", "value 25 out of range 0-23"),
+    "schedule-list-empty.yaml": E(6, "spec.schedule", "at least 1 item"),
+    # ------------------------------------------------------ jitter, active window
+    "jitter-longer-than-interval.yaml": E(
+        10, "spec.jitter", "jitter 10m is longer than the shortest interval between slots (5m)"
+    ),
+    "active-window-reversed.yaml": E(11, "spec.activeUntil", "is before activeFrom 2026-06-01"),
+    "active-from-without-offset.yaml": E(10, "spec.activeFrom", "has no UTC offset"),
     # ------------------------------------------------------------------- time zones
     "tz-typo.yaml": E(7, "spec.timeZone", 'unknown time zone "Europe/Berln"'),
     "tz-path-traversal.yaml": E(7, "spec.timeZone", "unknown time zone"),

@@ -39,7 +39,7 @@ def test_every_field_of_the_plan_document() -> None:
     assert doc["changes"] == [
         {
             "name": "gone", "action": "delete", "sourceFile": "z.yaml", "schedule": "@daily",
-            "timeZone": "UTC", "reason": None, "fields": [],
+            "timeZone": "UTC", "reason": None, "fields": [], "slots": None,
         },
         {
             "name": "upd", "action": "update", "sourceFile": "b.yaml",
@@ -48,8 +48,10 @@ def test_every_field_of_the_plan_document() -> None:
                 {"path": "spec.run.env.DB_PASSWORD", "old": MASK, "new": MASK, "masked": True},
                 {"path": "source.file", "old": "a.yaml", "new": "b.yaml", "masked": False},
             ],
+            "slots": None,
         },
     ]
+    assert doc["load"] is None  # apply's plan: the load is diff's
     assert doc["drift"] == [
         {
             "name": "drift", "message": "suspended at run time by alice: db migration",

@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import codecs
+import datetime
 import json
 import re
 import subprocess
@@ -49,7 +50,11 @@ SEMANTIC_FIELDS = {
     "spec.startingDeadline": "a duration's magnitude",
     "spec.retries.backoff": "a duration's magnitude",
     "spec.retries.maxBackoff": "a duration's magnitude",
+    "spec.jitter": "checked against the shortest interval between the slots",
+    "spec.activeFrom": "a date or an instant with its offset, checked by code",
+    "spec.activeUntil": "the window must not end before it starts",
 }
+_INDEX = re.compile(r"\[(\d+)\]$")
 _BOMS = ((codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF32_LE, "utf-32"),
          (codecs.BOM_UTF16_BE, "utf-16"), (codecs.BOM_UTF16_LE, "utf-16"))
 _SEPARATOR = re.compile(r"^---[ \t]*$\n?", re.MULTILINE)
@@ -91,10 +96,15 @@ def documents(data: bytes) -> list[str]:
 
 
 def _value_at(document: Any, field: str) -> Any:
-    for part in field.split("."):
+    """The value at a field path (``spec.schedule[1]`` too)."""
+    index = _INDEX.search(field)
+    for part in _INDEX.sub("", field).split("."):
         if not isinstance(document, dict) or part not in document:
             return None
         document = document[part]
+    if index is not None:
+        n = int(index.group(1))
+        return document[n] if isinstance(document, list) and n < len(document) else None
     return document
 
 
@@ -106,8 +116,9 @@ def why_not_structural(error: ManifestError, document: Any) -> str | None:
         return None  # a document that is a list or a scalar: not a mapping
     if "declared more than once" in error.message:
         return "a rule across documents"
-    if error.field in SEMANTIC_FIELDS and isinstance(_value_at(document, error.field), str):
-        return SEMANTIC_FIELDS[error.field]
+    field = _INDEX.sub("", error.field)  # an item of spec.schedule: a schedule too
+    if field in SEMANTIC_FIELDS and isinstance(_value_at(document, error.field), str):
+        return SEMANTIC_FIELDS[field]
     return None
 
 
@@ -138,12 +149,20 @@ def structural_rejections() -> dict[str, tuple[Any, list[ManifestError]]]:
     return found
 
 
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} has no JSON form")
+
+
 def check(instances: dict[str, Any], tmp_path: Path) -> tuple[set[str], dict[str, Any]]:
     """Run check-jsonschema over ``instances`` (name -> data): the names it rejects."""
     files = {}
     for i, (name, data) in enumerate(sorted(instances.items())):
         path = tmp_path / f"{i:04d}.json"
-        path.write_text(json.dumps(data))
+        # An unquoted date (activeFrom: 2026-06-01) is a string to an editor's YAML 1.2
+        # language server; PyYAML (YAML 1.1) makes it a date: give the schema the string.
+        path.write_text(json.dumps(data, default=_iso))
         files[path.name] = name
     result = subprocess.run(
         [*CHECK_JSONSCHEMA, "--schemafile", str(SCHEMA), "-o", "json", *sorted(files)],
