@@ -13,12 +13,13 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from reconciler.core.model import CatchUpPolicy, ConcurrencyPolicy, TaskManifest, TaskSpec
+from reconciler.core.params import defaults, row_values
 from reconciler.core.runtime import RunStatus, Trigger
 from reconciler.core.schedule import Schedule
 
@@ -67,6 +68,19 @@ class SlotDecision:
     verdict: Verdict
     trigger: Trigger = Trigger.SCHEDULE
     reason: str | None = None
+    #: The parameter values of the run (a retry's: its first attempt's); None: the
+    #: defaults (:func:`run_params`).
+    params: Mapping[str, Any] | None = field(default=None, compare=False)
+
+
+def run_params(policy: TaskPolicy, decision: SlotDecision) -> dict[str, Any] | None:
+    """The parameter values a run decided by ``decision`` records: those it carries
+    (a retry keeps its first attempt's), else the declared defaults (a run of the
+    schedule or a catch-up). None when the task declares no parameters."""
+    if decision.params is not None:
+        return dict(decision.params)
+    declared = policy.spec.params
+    return row_values(declared, defaults(declared))
 
 
 def _late(policy: TaskPolicy, slot: datetime, now: datetime) -> str | None:
@@ -104,12 +118,13 @@ def decide_slot(policy: TaskPolicy, slot: datetime, now: datetime, active: int) 
 
 
 def decide_trigger(policy: TaskPolicy, slot: datetime, active: int,
-                   trigger: Trigger = Trigger.MANUAL) -> SlotDecision:
+                   trigger: Trigger = Trigger.MANUAL,
+                   params: Mapping[str, Any] | None = None) -> SlotDecision:
     """What to do with a run asked for now (a manual trigger, an operator's catch-up,
-    a pending row): the concurrency policy, and no ``startingDeadline`` (it was asked
-    for now)."""
+    a pending row, a retry with its first attempt's ``params``): the concurrency
+    policy, and no ``startingDeadline`` (it was asked for now)."""
     verdict = concurrency_verdict(policy.spec.concurrency_policy, active)
-    return SlotDecision(slot, verdict, trigger, _CONCURRENCY_REASONS.get(verdict))
+    return SlotDecision(slot, verdict, trigger, _CONCURRENCY_REASONS.get(verdict), params)
 
 
 def recover_missed(
@@ -259,6 +274,7 @@ class Entry:
     slot: datetime = field(compare=False)
     attempt: int = field(compare=False, default=1)
     cancelled: bool = field(compare=False, default=False)
+    params: Mapping[str, Any] | None = field(compare=False, default=None)  # a retry's
 
 
 class Timeline:
@@ -287,9 +303,11 @@ class Timeline:
             heapq.heappush(self._heap, entry)
 
     def add_retry(
-        self, name: str, at: datetime, slot: datetime, attempt: int, generation: int
+        self, name: str, at: datetime, slot: datetime, attempt: int, generation: int,
+        params: Mapping[str, Any] | None = None,
     ) -> None:
-        entry = Entry(at, next(self._seq), name, EntryKind.RETRY, generation, slot, attempt)
+        entry = Entry(at, next(self._seq), name, EntryKind.RETRY, generation, slot, attempt,
+                      params=params)
         self._retries[(name, slot, attempt)] = entry
         heapq.heappush(self._heap, entry)
 

@@ -38,7 +38,6 @@ from reconciler.core.errors import ReconcilerError
 from reconciler.core.protocols import (
     Claim,
     Claimer,
-    ExecutionRequest,
     ExecutionResult,
     Executor,
     NewRun,
@@ -59,6 +58,7 @@ from reconciler.core.scheduling import (
     decide_slot,
     decide_trigger,
     recover_missed,
+    run_params,
     whole_period_late,
 )
 from reconciler.daemon.notices import Notices
@@ -71,6 +71,7 @@ from reconciler.daemon.runs import (
     SchedulerConfig,
     SchedulerListener,
     TaskState,
+    execution_request,
     newest_scheduled_slots,
 )
 from reconciler.daemon.worker import StoreWorker
@@ -371,7 +372,8 @@ class Scheduler:
             decision = state.reserve(decide_slot(policy, entry.slot, now, state.busy))
             return state, decision, 1, decision.trigger
         # a retry was decided when its attempt ended: no startingDeadline, the policy
-        decision = state.reserve(decide_trigger(policy, entry.slot, state.busy, Trigger.RETRY))
+        decision = state.reserve(decide_trigger(policy, entry.slot, state.busy, Trigger.RETRY,
+                                                entry.params))
         return state, decision, entry.attempt, Trigger.RETRY
 
     async def _carry_out_many(
@@ -438,7 +440,7 @@ class Scheduler:
                 task_name=state.policy.name, slot=decision.slot, attempt=attempt,
                 trigger=trig, status=RunStatus.RUNNING, replica=self.config.replica,
                 fencing_token=claim.token, started_at=started_at,
-                generation=state.policy.generation,
+                generation=state.policy.generation, params=run_params(state.policy, decision),
             ))
             starts.append((state, claim))
         try:
@@ -531,18 +533,7 @@ class Scheduler:
         result: ExecutionResult
         try:
             async with self._running_sem:
-                request = ExecutionRequest(
-                    task=policy.name, run_id=record.id, slot=record.slot,
-                    attempt=record.attempt, run=policy.manifest.spec.run,
-                    timeout=policy.spec.timeout, output_limit=self.config.output_limit,
-                    kill_grace=self.config.kill_grace, limits=policy.spec.limits,
-                    extra_env={
-                        "RECONCILER_TASK": policy.name,
-                        "RECONCILER_RUN_ID": str(record.id),
-                        "RECONCILER_SLOT": record.slot.isoformat(),
-                        "RECONCILER_ATTEMPT": str(record.attempt),
-                    },
-                )
+                request = execution_request(policy, record, self.config)
                 events = RunEvents(active, self.config.output_limit, self.clock,
                                    functools.partial(self._record_progress, active))
                 result = await self.executor.execute(request, events, active.cancel)
@@ -594,7 +585,7 @@ class Scheduler:
             self.recorder.state(policy.name, "last_success_at", finished)
         elif retrying and retry_at is not None:
             self.timeline.add_retry(policy.name, retry_at, record.slot,
-                                    record.attempt + 1, policy.generation)
+                                    record.attempt + 1, policy.generation, record.params)
         state.finished_since_prune += 1
         if state.finished_since_prune >= self.config.prune_every:
             state.finished_since_prune = 0
