@@ -201,9 +201,10 @@ class HttpExecutor:
             ) as client,
             client.stream(
                 target.method,
-                target.url,
+                # added to the URL's own query (httpx's params= would replace it)
+                httpx.URL(target.url).copy_merge_params(params.query) if params.query
+                else target.url,
                 headers=headers,
-                params=params.query,
                 content=params.body if params.body is not None
                 else target.body.encode("utf-8") if target.body else None,
             ) as response,
