@@ -5,9 +5,17 @@ values of the attempt they retry."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from tests.api.conftest import AUTH, harness, run
+import pytest
+
+from tests.api.conftest import AUTH, SECRET, LoopServer, harness, run
+from tests.api.test_cli_remote import reconciler
+
+__all__ = ["reconciler"]  # the fixture: the CLI with --server against ``server`` below
 
 REPORT = """\
 apiVersion: reconciler/v1
@@ -101,3 +109,25 @@ def test_scheduled_runs_get_the_defaults_and_retries_keep_theirs(tmp_path: Path)
             assert by_manual == [{**DEFAULTS, "region": "us"}]
 
     run(scenario)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopServer]:
+    s = LoopServer(tmp_path_factory.mktemp("cli"), manifests={"r.yaml": REPORT})
+    yield s
+    s.close()
+
+
+def test_cli_trigger_with_params_over_http(reconciler: Any) -> None:
+    code, _, err = reconciler("trigger", "report", "--param", "limit=ten", "--token", SECRET)
+    assert code == 1 and "parameter 'limit': expected an integer, got \"ten\"" in err
+    code, _, err = reconciler("trigger", "report", "--param", "token=x", "--token", SECRET)
+    assert code == 1 and "parameter 'token' is secret" in err
+    code, out, _ = reconciler("trigger", "report", "--param", "region=us",
+                              "--param", "dryRun=false", "--token", SECRET)
+    assert code == 0, out
+    code, out, _ = reconciler("runs", "report", "-o", "json")
+    (doc,) = json.loads(out)
+    assert doc["params"] == {**DEFAULTS, "region": "us", "dryRun": False, "apiToken": "***"}
+    code, out, _ = reconciler("runs", "report")
+    assert "region=us,dryRun=false,limit=10,apiToken=***,token=***" in out
