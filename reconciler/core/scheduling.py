@@ -228,6 +228,15 @@ def decide_backlog(policy: TaskPolicy, slot: datetime, now: datetime) -> list[Sl
     return decisions
 
 
+def start_order(priority: int, slot: datetime, arrival: int) -> tuple[int, datetime, int]:
+    """Which waiting run starts first when the pool of ``--max-concurrent-runs`` has
+    room: the smallest key, i.e. the highest ``spec.priority`` (10 before 1), then the
+    oldest slot, then the one that came first (``arrival``). A flood of low-priority
+    runs therefore never holds back a higher-priority one: it starts at the next free
+    place, whatever is waiting before it."""
+    return (-priority, slot, arrival)
+
+
 def cancel_on_claim_lost(policy: TaskPolicy) -> bool:
     """A run's lock is gone (ZooKeeper session lost): stop it? Forbid and Replace yes
     (a peer may take the task now: overlapping runs would break the policy); Allow no."""

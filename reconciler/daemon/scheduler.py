@@ -62,6 +62,7 @@ from reconciler.core.scheduling import (
     whole_period_late,
 )
 from reconciler.daemon.notices import Notices
+from reconciler.daemon.pool import RunPool
 from reconciler.daemon.recorder import Recorder
 from reconciler.daemon.runs import (
     STARTS,
@@ -111,7 +112,7 @@ class Scheduler:
         self.timeline = Timeline()
         self.wake = asyncio.Event()
         self.accepting = True
-        self._running_sem = asyncio.Semaphore(self.config.max_concurrent_runs)
+        self._pool = RunPool(self.config.max_concurrent_runs)  # waiting runs by priority
         self._queued = 0
         self._background: set[asyncio.Task[Any]] = set()
         self._runs: set[asyncio.Task[Any]] = set()
@@ -532,7 +533,7 @@ class Scheduler:
         policy, record = state.policy, active.record
         result: ExecutionResult
         try:
-            async with self._running_sem:
+            async with self._pool.place(policy.spec.priority, record.slot):
                 request = execution_request(policy, record, self.config)
                 events = RunEvents(active, self.config.output_limit, self.clock,
                                    functools.partial(self._record_progress, active))
