@@ -132,8 +132,9 @@ class ApiClient:
         except httpx.HTTPError as exc:
             raise ApiClientError(f"cannot reach the daemon at {self.server}: {exc}") from None
 
-    def trigger(self, name: str) -> Any:
-        return self.post(f"/tasks/{quote(name, safe='')}/trigger")
+    def trigger(self, name: str, params: Mapping[str, str] | None = None) -> Any:
+        body = {"params": dict(params)} if params else None
+        return self.post(f"/tasks/{quote(name, safe='')}/trigger", body)
 
     def suspend(self, name: str, note: str | None) -> Any:
         return self.post(f"/tasks/{quote(name, safe='')}/suspend", {"note": note})

@@ -8,6 +8,7 @@ through the daemon's event loop exactly like its own decisions do.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -55,7 +56,8 @@ class Operations(Protocol):
 
     # The mutations are reconciler.service.operations.TaskOperations, with their audit rows.
 
-    async def trigger(self, name: str, caller: Caller) -> RunRecord: ...
+    async def trigger(self, name: str, caller: Caller,
+                      params: Mapping[str, object] | None = None) -> RunRecord: ...
 
     async def suspend(self, name: str, note: str | None, caller: Caller
                       ) -> tuple[ActualTask, bool]: ...

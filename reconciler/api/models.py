@@ -8,11 +8,12 @@ in one place and not the other fails the test suite.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from reconciler.core.model import RunKind
+from reconciler.core.params import ParamValue
 from reconciler.core.plan_document import ErrorDoc, PlanDocument
 
 RunStatusName = Literal[
@@ -81,6 +82,10 @@ class Run(_Doc):
     progressPercent: float | None
     progressMessage: str | None
     generation: int | None
+    params: dict[str, ParamValue] | None = Field(
+        description="The values of the run's parameters (spec.params): the defaults for a "
+                    "run of the schedule; *** for a secret one or one under a "
+                    "credential-like name; null when the task declares none.")
     live: bool = Field(description="True while this daemon is executing it.")
 
 
@@ -186,6 +191,15 @@ class _Request(BaseModel):
 class SuspendRequest(_Request):
     note: str | None = Field(default=None, max_length=NOTE_MAX,
                              description="Why; shown in the dashboard and status.")
+
+
+class TriggerRequest(_Request):
+    params: dict[Annotated[str, Field(max_length=64)], ParamValue] = Field(
+        default={}, max_length=64,
+        description="Values for the task's parameters (spec.params) over their defaults; "
+                    "a string is read as on the command line (\"3\", \"false\"). An "
+                    "unknown name, a wrong type, a missing required value or a secret "
+                    "parameter: 422 naming it.")
 
 
 class ResumeRequest(_Request):

@@ -22,9 +22,13 @@ router = APIRouter()
 
 @router.post("/api/v1/tasks/{name}/trigger", tags=["mutations"], status_code=202,
              response_model=models.RunResponse, responses=errors(409),
-             summary="Run the task now")
-async def trigger(name: TaskName, request: Request, actor: Writer, c: Ctx) -> JSONResponse:
-    record = await c.ops.trigger(name, caller(request, actor))
+             summary="Run the task now (with values for its parameters)")
+async def trigger(
+    name: TaskName, request: Request, actor: Writer, c: Ctx,
+    body: Annotated[models.TriggerRequest | None, Body()] = None,
+) -> JSONResponse:
+    params = body.params if body is not None else {}
+    record = await c.ops.trigger(name, caller(request, actor), params)
     live = c.ops.live_run(name, record.id) is not None
     return json({"run": run_doc(record, live=live), "changed": True}, 202)
 

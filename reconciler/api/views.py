@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from reconciler.core.errors import ReconcilerError
 from reconciler.core.model import RUN_TARGETS
 from reconciler.core.outbox import NotificationRecord, OutboxStatus
+from reconciler.core.params import shown_values
 from reconciler.core.redaction import redact
 from reconciler.core.runtime import ActualTask, RunRecord
 from reconciler.core.schedule import describe
@@ -90,6 +91,7 @@ class RunDoc(TypedDict):
     progressPercent: float | None
     progressMessage: str | None
     generation: int | None
+    params: dict[str, Any] | None
     live: bool
 
 
@@ -164,6 +166,7 @@ def run_doc(record: RunRecord, *, live: bool = False) -> RunDoc:
         "progressPercent": record.progress_percent,
         "progressMessage": record.progress_message,
         "generation": record.generation,
+        "params": shown_values(record.params),
         "live": live,
     }
 

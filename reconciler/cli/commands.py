@@ -347,8 +347,11 @@ def _operations(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
+    from reconciler.core.params import parse_assignments
+
+    params = parse_assignments(args.param)  # a ParamError (exit 1) names the item
     ops, caller = _operations(args)
-    run = _run(ops.trigger(args.name, caller))
+    run = _run(ops.trigger(args.name, caller, params))
     print(f"run {run.id} of {args.name} queued; the daemon starts it within a second")
     return EXIT_OK
 

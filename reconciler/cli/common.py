@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from reconciler.api.views import RunDoc
     from reconciler.core.plan import SafetyOptions
@@ -82,6 +82,14 @@ def emit_task_list(args: argparse.Namespace, document: dict[str, Any]) -> int:
     return EXIT_OK
 
 
+def params_text(values: Mapping[str, Any] | None) -> str:
+    """``region=us,dryRun=false``: a run's parameters in the ``runs`` table."""
+    from reconciler.core.params import text
+
+    shown = ",".join(f"{k}={text(v)}" for k, v in (values or {}).items())
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
 def emit_runs(args: argparse.Namespace, runs: Sequence[RunDoc], zone: str) -> int:
     from reconciler.cli.output import fmt_time, table
 
@@ -102,8 +110,12 @@ def emit_runs(args: argparse.Namespace, runs: Sequence[RunDoc], zone: str) -> in
                      str(r["attempt"]), str(r["trigger"]), str(r["status"]), late, dur,
                      "-" if r["exitCode"] is None else str(r["exitCode"]),
                      info.splitlines()[0][:80] if info else ""])
-    print(table(["ID", "SLOT", "ATTEMPT", "TRIGGER", "STATUS", "LATENESS", "DURATION", "EXIT",
-                 "INFO"], rows))
+    heads = ["ID", "SLOT", "ATTEMPT", "TRIGGER", "STATUS", "LATENESS", "DURATION", "EXIT", "INFO"]
+    if any(r["params"] for r in runs):  # a column only for tasks with parameters
+        heads.insert(-1, "PARAMS")
+        for row, r in zip(rows, runs, strict=True):
+            row.insert(-1, params_text(r["params"]))
+    print(table(heads, rows))
     return EXIT_OK
 
 

@@ -237,6 +237,9 @@ def _operation_commands(sub: Subparsers, parents: Parents) -> None:
     p = sub.add_parser("trigger", parents=[db, remote],
                        help="run a task now (the daemon picks it up)")
     p.add_argument("name")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="a value for one of the task's parameters (spec.params), over its "
+                        "default; repeat for more. Secret parameters are refused here")
 
     p = sub.add_parser("suspend", parents=[db, remote], help="suspend a task at run time")
     p.add_argument("name")

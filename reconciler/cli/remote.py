@@ -71,8 +71,11 @@ def remote_logs(args: argparse.Namespace) -> int:
 
 
 def remote_trigger(args: argparse.Namespace) -> int:
+    from reconciler.core.params import parse_assignments
+
+    params = parse_assignments(args.param)  # a ParamError (exit 1) names the item
     with _client(args) as client:
-        run = client.trigger(args.name)["run"]
+        run = client.trigger(args.name, params)["run"]
     print(f"run {run['id']} of {args.name} started ({run['status']})")
     return EXIT_OK
 

@@ -38,6 +38,7 @@ from pydantic.alias_generators import to_camel
 
 from reconciler.core.durations import format_duration, parse_duration
 from reconciler.core.errors import DurationError, ScheduleError
+from reconciler.core.params import MAX_VALUE_LENGTH, PARAM_NAME_PATTERN, coerce, env_name
 from reconciler.core.schedule import check_schedule, check_time_zone
 
 API_VERSION = "reconciler/v1"
@@ -219,6 +220,18 @@ class HttpTarget(_Frozen):
         description="Send the run's idempotency key as an Idempotency-Key header "
         "(the same for every attempt of a slot).",
     )
+    params_as: Literal["query", "json"] | None = Field(
+        default=None,
+        description="Send the run's parameters (spec.params) as query parameters, or "
+        "as a JSON object that is the request's body; off by default.",
+    )
+
+    @model_validator(mode="after")
+    def _json_params_are_the_body(self) -> HttpTarget:
+        if self.params_as == "json" and self.body:
+            raise ValueError("paramsAs: json sends the parameters as the body; "
+                             "body must be empty")
+        return self
 
 
 def _exactly_one_target_schema(schema: dict[str, Any]) -> None:
@@ -351,6 +364,66 @@ class Limits(_Frozen):
     )
 
 
+ParamType = Literal["string", "integer", "number", "boolean", "enum"]
+
+
+class Param(_Frozen):
+    """A declared input of the task's runs (``spec.params.NAME``): every run gets it
+    as ``RECONCILER_PARAM_<NAME>`` (and ``ctx.params``, or the request of an http task
+    with ``paramsAs``). Manual runs may override it; runs of the schedule get the
+    default. A ``secret`` one is read from ``fromEnv``/``fromFile`` at run time only."""
+
+    type: ParamType = "string"
+    default: Annotated[bool, Strict()] | int | float | Annotated[
+        str, Field(max_length=MAX_VALUE_LENGTH)] | None = None
+    required: bool = Field(default=False,
+                           description="A manual run must give a value (no default).")
+    values: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
+        default=None, min_length=1, max_length=256, description="The values of an enum.")
+    description: str = Field(default="", max_length=4096)
+    secret: bool = Field(default=False, description="Taken only from fromEnv or fromFile "
+                         "at run time; refused on the command line and the API.")
+    from_env: str | None = Field(default=None, pattern=ENV_NAME_PATTERN, max_length=256)
+    from_file: str | None = Field(default=None, min_length=2, max_length=4096, pattern=r"^/")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Param:
+        if (self.type == "enum") != (self.values is not None):
+            raise ValueError("values is required for type enum and only for it")
+        if self.values is not None and len(set(self.values)) != len(self.values):
+            raise ValueError("a value is listed twice in values")
+        if self.secret:
+            if self.type != "string":
+                raise ValueError("a secret parameter has type string")
+            if (self.from_env is None) == (self.from_file is None):
+                raise ValueError("a secret parameter takes exactly one of fromEnv or fromFile")
+            if self.default is not None or self.required:
+                raise ValueError("a secret parameter has no default and is not required "
+                                 "(its value comes from fromEnv or fromFile)")
+        elif self.from_env is not None or self.from_file is not None:
+            raise ValueError("fromEnv and fromFile are for secret parameters (secret: true)")
+        if self.default is not None:
+            if self.required:
+                raise ValueError("required and default exclude each other")
+            try:
+                coerce(self.type, self.values, self.default)
+            except ValueError as exc:
+                raise ValueError(f"default: {exc}") from None
+            if isinstance(self.default, str) and self.type not in ("string", "enum"):
+                raise ValueError(f"default: expected a {self.type} value, not a string")
+        return self
+
+    def source(self) -> FromEnv | FromFile:
+        """Where a secret parameter's value is read at run time."""
+        if self.from_env is not None:
+            return FromEnv(from_env=self.from_env)
+        assert self.from_file is not None
+        return FromFile(from_file=self.from_file)
+
+
+ParamName = Annotated[str, Field(pattern=PARAM_NAME_PATTERN, max_length=64)]
+
+
 class Retries(_Frozen):
     """Failed runs are retried as new attempts of the same slot, with exponential backoff."""
 
@@ -404,6 +477,24 @@ class TaskSpec(_Frozen):
         default=None, description="No slot after this (a date: the end of that day).")
     notify: list[NotifyRule] = Field(default=[], max_length=32)
     limits: Limits | None = None
+    params: dict[ParamName, Param] = Field(
+        default={}, max_length=64,
+        description="Declared inputs of the runs; names [a-zA-Z][a-zA-Z0-9_]*.")
+    priority: int = Field(
+        default=5, ge=1, le=10,
+        description="When --max-concurrent-runs runs are running, waiting runs start by "
+        "priority (10 first), then by slot.")
+
+    @field_validator("params")
+    @classmethod
+    def _distinct_variables(cls, value: dict[str, Param]) -> dict[str, Param]:
+        seen: dict[str, str] = {}
+        for name in value:
+            other = seen.setdefault(env_name(name), name)
+            if other != name:
+                raise ValueError(f"parameters {other!r} and {name!r} would both be "
+                                 f"{env_name(name)}")
+        return value
 
     @field_validator("notify")
     @classmethod

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from reconciler.core.model import Limits, RunSpec
+from reconciler.core.model import Limits, Param, RunSpec
 from reconciler.core.outbox import (
     NewNotification,
     NotificationRecord,
@@ -51,6 +51,7 @@ class NewRun:
     finished_at: datetime | None = None
     reason: str | None = None
     generation: int | None = None
+    params: Mapping[str, Any] | None = None  # spec.params values (core/params.row_values)
 
 
 class TaskStore(Protocol):
@@ -270,6 +271,10 @@ class ExecutionRequest:
     kill_grace: timedelta = timedelta(seconds=5)
     extra_env: Mapping[str, str] = field(default_factory=dict)
     limits: Limits | None = None  # spec.limits (process runs)
+    #: The run's parameter values (the run row's; a secret one is resolved from
+    #: ``param_specs`` at run time) and the task's declarations (``spec.params``).
+    params: Mapping[str, Any] = field(default_factory=dict)
+    param_specs: Mapping[str, Param] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -151,6 +151,8 @@ class RunRecord:
     progress_percent: float | None = None
     progress_message: str | None = None
     generation: int | None = None
+    #: The run's parameter values (``***`` for a secret one); None: the task declared none
+    params: dict[str, Any] | None = field(default=None, hash=False)
 
     @property
     def lateness_seconds(self) -> float | None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
@@ -30,6 +30,7 @@ from reconciler.core._spread import stable_int
 from reconciler.core.durations import format_duration
 from reconciler.core.errors import ScheduleError
 from reconciler.core.model import CatchUpPolicy, ConcurrencyPolicy, TaskManifest, TaskSpec
+from reconciler.core.params import defaults, row_values
 from reconciler.core.runtime import RunStatus, Trigger
 from reconciler.core.schedule import (
     SlotSteps,
@@ -352,6 +353,19 @@ class SlotDecision:
     verdict: Verdict
     trigger: Trigger = Trigger.SCHEDULE
     reason: str | None = None
+    #: The parameter values of the run (a retry's: its first attempt's); None: the
+    #: defaults (:func:`run_params`).
+    params: Mapping[str, Any] | None = field(default=None, compare=False)
+
+
+def run_params(policy: TaskPolicy, decision: SlotDecision) -> dict[str, Any] | None:
+    """The parameter values a run decided by ``decision`` records: those it carries
+    (a retry keeps its first attempt's), else the declared defaults (a run of the
+    schedule or a catch-up). None when the task declares no parameters."""
+    if decision.params is not None:
+        return dict(decision.params)
+    declared = policy.spec.params
+    return row_values(declared, defaults(declared))
 
 
 def _late(policy: TaskPolicy, slot: datetime, now: datetime) -> str | None:
@@ -391,12 +405,13 @@ def decide_slot(policy: TaskPolicy, slot: datetime, now: datetime, active: int) 
 
 
 def decide_trigger(policy: TaskPolicy, slot: datetime, active: int,
-                   trigger: Trigger = Trigger.MANUAL) -> SlotDecision:
+                   trigger: Trigger = Trigger.MANUAL,
+                   params: Mapping[str, Any] | None = None) -> SlotDecision:
     """What to do with a run asked for now (a manual trigger, an operator's catch-up,
-    a pending row): the concurrency policy, and no ``startingDeadline`` (it was asked
-    for now)."""
+    a pending row, a retry with its first attempt's ``params``): the concurrency
+    policy, and no ``startingDeadline`` (it was asked for now)."""
     verdict = concurrency_verdict(policy.spec.concurrency_policy, active)
-    return SlotDecision(slot, verdict, trigger, _CONCURRENCY_REASONS.get(verdict))
+    return SlotDecision(slot, verdict, trigger, _CONCURRENCY_REASONS.get(verdict), params)
 
 
 def recover_missed(
@@ -502,6 +517,15 @@ def decide_backlog(policy: TaskPolicy, slot: datetime, now: datetime) -> list[Sl
     return decisions
 
 
+def start_order(priority: int, slot: datetime, arrival: int) -> tuple[int, datetime, int]:
+    """Which waiting run starts first when the pool of ``--max-concurrent-runs`` has
+    room: the smallest key, i.e. the highest ``spec.priority`` (10 before 1), then the
+    oldest slot, then the one that came first (``arrival``). A flood of low-priority
+    runs therefore never holds back a higher-priority one: it starts at the next free
+    place, whatever is waiting before it."""
+    return (-priority, slot, arrival)
+
+
 def cancel_on_claim_lost(policy: TaskPolicy) -> bool:
     """A run's lock is gone (ZooKeeper session lost): stop it? Forbid and Replace yes
     (a peer may take the task now: overlapping runs would break the policy); Allow no."""
@@ -548,6 +572,7 @@ class Entry:
     slot: datetime = field(compare=False)
     attempt: int = field(compare=False, default=1)
     cancelled: bool = field(compare=False, default=False)
+    params: Mapping[str, Any] | None = field(compare=False, default=None)  # a retry's
 
 
 class Timeline:
@@ -579,9 +604,11 @@ class Timeline:
             heapq.heappush(self._heap, entry)
 
     def add_retry(
-        self, name: str, at: datetime, slot: datetime, attempt: int, generation: int
+        self, name: str, at: datetime, slot: datetime, attempt: int, generation: int,
+        params: Mapping[str, Any] | None = None,
     ) -> None:
-        entry = Entry(at, next(self._seq), name, EntryKind.RETRY, generation, slot, attempt)
+        entry = Entry(at, next(self._seq), name, EntryKind.RETRY, generation, slot, attempt,
+                      params=params)
         self._retries[(name, slot, attempt)] = entry
         heapq.heappush(self._heap, entry)
 

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -194,8 +194,9 @@ class DaemonOperations:
     # --------------------------------------------------------------- mutations
     # Written once in reconciler.service.operations, shared with the CLI.
 
-    async def trigger(self, name: str, caller: Caller) -> RunRecord:
-        return await self.tasks.trigger(name, caller)
+    async def trigger(self, name: str, caller: Caller,
+                      params: Mapping[str, object] | None = None) -> RunRecord:
+        return await self.tasks.trigger(name, caller, params)
 
     async def suspend(self, name: str, note: str | None, caller: Caller
                       ) -> tuple[ActualTask, bool]:

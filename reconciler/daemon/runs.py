@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from reconciler.core.clock import Clock
-from reconciler.core.protocols import Claim, RunStore
+from reconciler.core.protocols import Claim, ExecutionRequest, RunStore
 from reconciler.core.runtime import ActualTask, RunRecord, RunStatus, Trigger
 from reconciler.core.scheduling import SlotDecision, TaskPolicy, Verdict
 
@@ -154,6 +154,25 @@ class RunEvents:
             return
         self._last_progress = now
         self._record_progress(percent, message)
+
+
+def execution_request(policy: TaskPolicy, record: RunRecord,
+                      config: SchedulerConfig) -> ExecutionRequest:
+    """What the executor gets for the run ``record`` of ``policy``'s task: the run,
+    its limits, its parameters (the row's values) and the ``RECONCILER_*`` identity."""
+    spec = policy.spec
+    return ExecutionRequest(
+        task=policy.name, run_id=record.id, slot=record.slot, attempt=record.attempt,
+        run=spec.run, timeout=spec.timeout, output_limit=config.output_limit,
+        kill_grace=config.kill_grace, limits=spec.limits,
+        params=record.params or {}, param_specs=spec.params,
+        extra_env={
+            "RECONCILER_TASK": policy.name,
+            "RECONCILER_RUN_ID": str(record.id),
+            "RECONCILER_SLOT": record.slot.isoformat(),
+            "RECONCILER_ATTEMPT": str(record.attempt),
+        },
+    )
 
 
 def newest_scheduled_slots(store: RunStore, names: list[str]) -> dict[str, datetime]:

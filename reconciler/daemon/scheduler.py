@@ -40,7 +40,6 @@ from reconciler.core.errors import ReconcilerError
 from reconciler.core.protocols import (
     Claim,
     Claimer,
-    ExecutionRequest,
     ExecutionResult,
     Executor,
     NewRun,
@@ -61,9 +60,11 @@ from reconciler.core.scheduling import (
     decide_slot,
     decide_trigger,
     recover_missed,
+    run_params,
     whole_period_late,
 )
 from reconciler.daemon.notices import Notices
+from reconciler.daemon.pool import RunPool
 from reconciler.daemon.recorder import Recorder
 from reconciler.daemon.runs import (
     STARTS,
@@ -73,6 +74,7 @@ from reconciler.daemon.runs import (
     SchedulerConfig,
     SchedulerListener,
     TaskState,
+    execution_request,
     newest_scheduled_slots,
 )
 from reconciler.daemon.worker import StoreWorker
@@ -112,7 +114,7 @@ class Scheduler:
         self.timeline = Timeline()
         self.wake = asyncio.Event()
         self.accepting = True
-        self._running_sem = asyncio.Semaphore(self.config.max_concurrent_runs)
+        self._pool = RunPool(self.config.max_concurrent_runs)  # waiting runs by priority
         self._queued = 0
         self._background: set[asyncio.Task[Any]] = set()
         self._runs: set[asyncio.Task[Any]] = set()
@@ -371,7 +373,8 @@ class Scheduler:
             decision = state.reserve(decide_slot(policy, entry.slot, now, state.busy))
             return state, decision, 1, decision.trigger
         # a retry was decided when its attempt ended: no startingDeadline, the policy
-        decision = state.reserve(decide_trigger(policy, entry.slot, state.busy, Trigger.RETRY))
+        decision = state.reserve(decide_trigger(policy, entry.slot, state.busy, Trigger.RETRY,
+                                                entry.params))
         return state, decision, entry.attempt, Trigger.RETRY
 
     async def _carry_out_many(
@@ -438,7 +441,7 @@ class Scheduler:
                 task_name=state.policy.name, slot=decision.slot, attempt=attempt,
                 trigger=trig, status=RunStatus.RUNNING, replica=self.config.replica,
                 fencing_token=claim.token, started_at=started_at,
-                generation=state.policy.generation,
+                generation=state.policy.generation, params=run_params(state.policy, decision),
             ))
             starts.append((state, claim))
         try:
@@ -530,19 +533,8 @@ class Scheduler:
         policy, record = state.policy, active.record
         result: ExecutionResult
         try:
-            async with self._running_sem:
-                request = ExecutionRequest(
-                    task=policy.name, run_id=record.id, slot=record.slot,
-                    attempt=record.attempt, run=policy.manifest.spec.run,
-                    timeout=policy.spec.timeout, output_limit=self.config.output_limit,
-                    kill_grace=self.config.kill_grace, limits=policy.spec.limits,
-                    extra_env={
-                        "RECONCILER_TASK": policy.name,
-                        "RECONCILER_RUN_ID": str(record.id),
-                        "RECONCILER_SLOT": record.slot.isoformat(),
-                        "RECONCILER_ATTEMPT": str(record.attempt),
-                    },
-                )
+            async with self._pool.place(policy.spec.priority, record.slot):
+                request = execution_request(policy, record, self.config)
                 events = RunEvents(active, self.config.output_limit, self.clock,
                                    functools.partial(self._record_progress, active))
                 result = await self.executor.execute(request, events, active.cancel)
@@ -594,7 +586,7 @@ class Scheduler:
             self.recorder.state(policy.name, "last_success_at", finished)
         elif retrying and retry_at is not None:
             self.timeline.add_retry(policy.name, retry_at, record.slot,
-                                    record.attempt + 1, policy.generation)
+                                    record.attempt + 1, policy.generation, record.params)
         state.finished_since_prune += 1
         if state.finished_since_prune >= self.config.prune_every:
             state.finished_since_prune = 0

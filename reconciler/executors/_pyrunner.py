@@ -57,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         attempt=int(spec["attempt"]),
         deadline=datetime.fromisoformat(deadline) if deadline else None,
         logger=logging.getLogger(f"task.{spec['task']}"),
+        params={**spec.get("params", {}),
+                **{name: os.environ.get("RECONCILER_PARAM_" + name.upper(), "")
+                   for name in spec.get("secret_params", ())}},
     )
     signal.signal(signal.SIGTERM, lambda _sig, _frame: ctx.request_cancel())
 

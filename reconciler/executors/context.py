@@ -16,8 +16,9 @@ import logging
 import os
 import select
 import sys
+from collections.abc import Mapping
 from datetime import datetime
-from typing import TextIO
+from typing import Any, TextIO
 
 from reconciler.executors.output import format_progress_line
 
@@ -26,7 +27,8 @@ class RunContext:
     """What a python task function gets: identity of the run, progress, cancellation.
 
     ``deadline`` is the aware UTC instant at which the run times out (None without a
-    timeout). ``logger`` writes to the run's captured output.
+    timeout). ``logger`` writes to the run's captured output. ``params`` holds the
+    run's parameters (``spec.params``): strings, ints, floats and booleans.
     """
 
     def __init__(
@@ -39,12 +41,14 @@ class RunContext:
         deadline: datetime | None = None,
         logger: logging.Logger | None = None,
         stream: TextIO | None = None,
+        params: Mapping[str, Any] | None = None,
     ) -> None:
         self.task = task
         self.run_id = run_id
         self.slot = slot
         self.attempt = attempt
         self.deadline = deadline
+        self.params: dict[str, Any] = dict(params or {})
         self.logger = logger or logging.getLogger(f"task.{task}")
         self._stream = stream if stream is not None else sys.stdout
         self._cancelled = False

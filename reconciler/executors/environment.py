@@ -14,6 +14,8 @@ none of it by default; it gets only
   of a slot: :func:`~reconciler.core.isolation.idempotency_key`) and, when the run
   has a timeout, ``RECONCILER_DEADLINE`` (ISO 8601, UTC), taken from the request and
   not overridable by the task's ``env``,
+* ``RECONCILER_PARAM_<NAME>`` for each of the run's parameters (:func:`run_params`:
+  the run row's values, a secret one read from its ``fromEnv``/``fromFile`` now),
 * finally ``request.extra_env`` from the daemon, which wins over everything.
 
 Secret handling: a value read through ``fromEnv`` or ``fromFile`` must not leak into
@@ -36,6 +38,7 @@ from datetime import UTC, datetime
 from reconciler.core.errors import ReconcilerError
 from reconciler.core.isolation import idempotency_key
 from reconciler.core.model import FromEnv, FromFile
+from reconciler.core.params import ParamValue, environment, missing_required
 from reconciler.core.protocols import ExecutionRequest
 from reconciler.executors.output import MIN_REDACT_LENGTH, REDACTED, redact
 
@@ -47,6 +50,7 @@ __all__ = [
     "SecretResolutionError",
     "build_run_env",
     "redact",
+    "run_params",
 ]
 
 #: Variables copied from the daemon's environment into every task's environment.
@@ -120,15 +124,46 @@ def secret_values(
     return tuple(sorted(found, key=len, reverse=True))
 
 
+@dataclass(frozen=True, slots=True)
+class RunParams:
+    """A run's parameter values, and the secret values among them (for redaction)."""
+
+    values: dict[str, ParamValue]
+    secrets: tuple[str, ...]
+
+
+def run_params(request: ExecutionRequest) -> RunParams:
+    """The values of the run's parameters: the run row's, with each secret parameter
+    read from its ``fromEnv``/``fromFile`` (the row holds a mask for it). Raises
+    :class:`SecretResolutionError` for a secret that cannot be read or a required
+    parameter without a value."""
+    values: dict[str, ParamValue] = {}
+    pairs = []
+    for name, decl in request.param_specs.items():
+        if decl.secret:
+            ref = decl.source()
+            secret = values[name] = resolve_value(ref, f"param {name}")
+            pairs.append((ref, secret))
+        elif name in request.params:
+            values[name] = request.params[name]
+    problem = missing_required(request.param_specs, values)
+    if problem is not None:
+        raise SecretResolutionError(problem)
+    return RunParams(values, secret_values(pairs))
+
+
 def build_run_env(request: ExecutionRequest, now: datetime | None = None) -> ResolvedEnv:
     """The complete environment of a process run (see the module docstring for order)."""
     spec_env = request.run.env
     resolved = resolve_env(spec_env)
+    params = run_params(request)
     env = base_environment()
     env.update(resolved)
     env.update(reconciler_variables(request, now))
+    env.update(environment(params.values))
     env.update(request.extra_env)
     secrets = secret_values((spec_env[key], resolved[key]) for key in spec_env)
+    secrets = tuple(sorted({*secrets, *params.secrets}, key=len, reverse=True))
     return ResolvedEnv(env, secrets)
 
 

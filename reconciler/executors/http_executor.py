@@ -13,6 +13,11 @@
 * The run's idempotency key goes in an ``Idempotency-Key`` header (the same for every
   attempt of a slot, :func:`~reconciler.core.isolation.idempotency_header`), unless the
   task says ``idempotencyKey: false`` or sets that header itself.
+* The run's parameters (``spec.params``) go into the request when the target says
+  ``paramsAs: query`` (added to the URL's query, as their environment variables
+  carry them: ``true``/``false``, numbers as in JSON) or ``paramsAs: json`` (a JSON
+  object with their types is the body, ``Content-Type: application/json`` unless
+  the task sets one). Without ``paramsAs`` the request carries none.
 * Redirects are **not** followed by default: a scheduled call hitting a redirect is
   usually a misconfigured URL, and following one would re-send credentials to another
   location. Pass ``follow_redirects=True`` to change that.
@@ -28,8 +33,9 @@ Tests inject an ``httpx.AsyncBaseTransport`` (e.g. ``httpx.MockTransport``).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import httpx
@@ -37,12 +43,14 @@ import httpx
 from reconciler.core.durations import format_duration
 from reconciler.core.isolation import idempotency_header, idempotency_key
 from reconciler.core.model import HttpTarget
+from reconciler.core.params import ParamValue, text
 from reconciler.core.protocols import ExecutionEvents, ExecutionRequest, ExecutionResult
 from reconciler.core.runtime import RunStatus
 from reconciler.executors.environment import (
     SecretResolutionError,
     redact,
     resolve_value,
+    run_params,
     secret_values,
 )
 from reconciler.executors.output import OutputSink
@@ -102,9 +110,12 @@ class HttpExecutor:
             return failed(f"not an http run (run kind is {request.run.kind})")
         try:
             headers, secrets = resolve_headers(target)
+            params = run_params(request)
         except SecretResolutionError as exc:
             logger.warning("run %s of task %s: %s", request.run_id, request.task, exc)
             return failed(str(exc))
+        secrets = tuple(sorted({*secrets, *params.secrets}, key=len, reverse=True))
+        call_params = _request_params(target, params.values, headers)
         extra = idempotency_header(target, idempotency_key(request.task, request.slot))
         if extra is not None:
             headers[extra[0].encode("ascii")] = extra[1].encode("ascii")
@@ -112,7 +123,7 @@ class HttpExecutor:
             return ExecutionResult(RunStatus.CANCELLED, error="cancelled")
         timeout = request.timeout if request.timeout is not None else self.default_timeout
         sink = OutputSink(events, request.output_limit, parse_progress=False, secrets=secrets)
-        call = asyncio.ensure_future(self._call(target, headers, timeout, sink))
+        call = asyncio.ensure_future(self._call(target, headers, timeout, sink, call_params))
         cancel_waiter = asyncio.ensure_future(cancel.wait())
         try:
             await asyncio.wait(
@@ -177,6 +188,7 @@ class HttpExecutor:
         headers: dict[bytes, bytes],
         timeout: timedelta,
         sink: OutputSink,
+        params: _Params,
     ) -> int:
         # httpx's per-operation timeouts are a backstop; the run's deadline is enforced
         # by execute() around the whole call.
@@ -189,14 +201,36 @@ class HttpExecutor:
             ) as client,
             client.stream(
                 target.method,
-                target.url,
+                # added to the URL's own query (httpx's params= would replace it)
+                httpx.URL(target.url).copy_merge_params(params.query) if params.query
+                else target.url,
                 headers=headers,
-                content=target.body.encode("utf-8") if target.body else None,
+                content=params.body if params.body is not None
+                else target.body.encode("utf-8") if target.body else None,
             ) as response,
         ):
             async for chunk in response.aiter_bytes():
                 sink.feed(chunk)
             return response.status_code
+
+
+@dataclass(frozen=True, slots=True)
+class _Params:
+    """What the request carries of the run's parameters (``paramsAs``)."""
+
+    query: dict[str, str] | None = None
+    body: bytes | None = None
+
+
+def _request_params(target: HttpTarget, values: dict[str, ParamValue],
+                    headers: dict[bytes, bytes]) -> _Params:
+    if target.params_as == "query":
+        return _Params(query={name: text(value) for name, value in values.items()})
+    if target.params_as == "json":
+        if not any(name.lower() == b"content-type" for name in headers):
+            headers[b"Content-Type"] = b"application/json"
+        return _Params(body=json.dumps(values, ensure_ascii=False).encode("utf-8"))
+    return _Params()
 
 
 def _describe(exc: BaseException) -> str:

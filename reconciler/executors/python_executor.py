@@ -11,7 +11,7 @@ interpreter (``sys.executable``, so the task sees the same installed packages). 
 runs :mod:`reconciler.executors._pyrunner`, which imports the module, calls the
 function with a :class:`~reconciler.executors.context.RunContext` and, for an
 ``async def`` function, runs the coroutine with ``asyncio.run``. The return value is
-ignored.
+ignored. ``ctx.params`` holds the run's parameters (``spec.params``) with their types.
 
 Where modules are found: the child's ``sys.path`` starts with its working directory
 (``workingDir``, else the daemon's), then ``PYTHONPATH`` from the task's ``env`` (the
@@ -86,6 +86,11 @@ class PythonExecutor:
                 "attempt": request.attempt,
                 "deadline": deadline.isoformat() if deadline else None,
                 "report_fd": report_w,
+                # ctx.params: the values; a secret one from its RECONCILER_PARAM_ variable
+                # (never on the command line, which other users can read)
+                "params": {k: v for k, v in request.params.items()
+                           if k in request.param_specs and not request.param_specs[k].secret},
+                "secret_params": [k for k, d in request.param_specs.items() if d.secret],
             }
             argv = [self.python, "-c", BOOTSTRAP, PACKAGE_ROOT, json.dumps(spec)]
             outcome, secrets = await run_process(

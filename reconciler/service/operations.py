@@ -9,7 +9,11 @@ the :class:`RunHost` port. Without a daemon (the CLI on the database) a run is a
 
 The rules, the same from every door:
 
-* **trigger** follows the task's concurrency policy. Forbid with a run active (or
+* **trigger** checks the values given for the task's parameters (``spec.params``,
+  :func:`~reconciler.core.params.bind_params`: an unknown name, a wrong type, a
+  missing required value or a secret one is refused naming the parameter, exit 1,
+  HTTP 422) and records them on the run row; then it follows the task's concurrency
+  policy. Forbid with a run active (or
   starting) is refused (exit 1, HTTP 409), Replace cancels the active run, Allow
   overlaps. Without a daemon at hand the active runs are read from the run rows.
 * **suspend** and **resume** are idempotent: suspending a suspended task, or resuming
@@ -35,6 +39,14 @@ from reconciler.core.errors import (
     TaskNotFoundError,
 )
 from reconciler.core.model import ConcurrencyPolicy, TaskManifest
+from reconciler.core.params import (
+    ParamError,
+    ParamValue,
+    bind_params,
+    defaults,
+    row_values,
+    shown_values,
+)
 from reconciler.core.protocols import NewRun
 from reconciler.core.redaction import redact
 from reconciler.core.runtime import ActualTask, RunRecord, RunStatus, SuspendOverride, Trigger
@@ -125,6 +137,15 @@ async def _inline(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     return fn(*args, **kwargs)
 
 
+def _default_values(row: ActualTask) -> dict[str, ParamValue] | None:
+    """The parameters of a run of the schedule (a catch-up): the defaults."""
+    try:
+        declared = TaskManifest.model_validate(row.document).spec.params
+    except ValueError:
+        return None  # the daemon records why it cannot run it
+    return row_values(declared, defaults(declared))
+
+
 class TaskOperations:
     """trigger, suspend, resume and cancel, with their audit rows (see the module)."""
 
@@ -159,26 +180,43 @@ class TaskOperations:
 
     # ---------------------------------------------------------------- trigger
 
-    async def trigger(self, name: str, caller: Caller) -> RunRecord:
-        """Run a task now, by its concurrency policy (see the module)."""
+    async def trigger(self, name: str, caller: Caller,
+                      params: Mapping[str, object] | None = None) -> RunRecord:
+        """Run a task now, with ``params`` over its parameters' defaults, by its
+        concurrency policy (see the module)."""
         try:
-            record = await self._trigger(name, caller)
+            record = await self._trigger(name, caller, params or {})
         except OperationRefused as exc:
             await self.audit(caller, "trigger", name, exc.code)
             raise
-        await self.audit(caller, "trigger", name, "ok", {"run": record.id})
+        detail: dict[str, Any] = {"run": record.id}
+        if params:
+            detail["params"] = shown_values(dict(params))
+        await self.audit(caller, "trigger", name, "ok", detail)
         return record
 
-    async def _trigger(self, name: str, caller: Caller) -> RunRecord:
+    async def _trigger(self, name: str, caller: Caller, given: Mapping[str, object]
+                       ) -> RunRecord:
         row = await self._task(name)
-        policy = await self._policy(row)
+        manifest = self._manifest(row)
+        try:
+            values = row_values(manifest.spec.params,
+                                bind_params(manifest.spec.params, given))
+        except ParamError as exc:
+            raise OperationRefused(f"{name}: {exc}", status=422, code="invalid_params"
+                                   ) from None
+        policy = self.host.policy(name) if self.host is not None else None
+        if self.host is not None and policy is None:
+            raise OperationRefused(f"task {row.name!r} cannot run: its stored spec is not "
+                                   "usable by this daemon (see the daemon log)")
         if self.host is not None and not self.host.accepting():
             raise OperationRefused("the daemon is shutting down", status=503,
                                    code="shutting_down")
         busy = await self._busy(name)
-        if concurrency_verdict(policy, busy) is Verdict.SKIPPED:
+        if concurrency_verdict(policy or manifest.spec.concurrency_policy,
+                               busy) is Verdict.SKIPPED:
             raise OperationRefused(f"{name}: a run is active and concurrencyPolicy is Forbid")
-        pending = await self._insert_pending(row, caller)
+        pending = await self._insert_pending(row, caller, values)
         if self.host is None:
             return pending  # the daemon's poll loop starts it
         self.host.recorded(pending)
@@ -189,19 +227,13 @@ class TaskOperations:
                                    f"(run {record.id} recorded as skipped)")
         return record
 
-    async def _policy(self, row: ActualTask) -> ConcurrencyPolicy:
-        if self.host is not None:
-            policy = self.host.policy(row.name)
-            if policy is None:
-                raise OperationRefused(f"task {row.name!r} cannot run: its stored spec is not "
-                                       "usable by this daemon (see the daemon log)")
-            return policy
+    @staticmethod
+    def _manifest(row: ActualTask) -> TaskManifest:
         try:
-            manifest = TaskManifest.model_validate(row.document)
+            return TaskManifest.model_validate(row.document)
         except ValueError as exc:
             raise OperationRefused(f"task {row.name!r} cannot run: its stored spec is not "
                                    f"usable: {exc}") from None
-        return manifest.spec.concurrency_policy
 
     async def _busy(self, name: str) -> int:
         if self.host is not None:
@@ -209,7 +241,8 @@ class TaskOperations:
         active = await self.call(self.store.list_runs, name, limit=1, statuses=list(ACTIVE))
         return len(active)
 
-    async def _insert_pending(self, row: ActualTask, caller: Caller) -> RunRecord:
+    async def _insert_pending(self, row: ActualTask, caller: Caller,
+                              params: Mapping[str, ParamValue] | None) -> RunRecord:
         slot = self.clock.now()
         for _ in range(100):  # two triggers within the same microsecond: the next one
             try:
@@ -217,7 +250,7 @@ class TaskOperations:
                     task_name=row.name, slot=slot, attempt=1, trigger=Trigger.MANUAL,
                     status=RunStatus.PENDING,
                     reason=f"triggered by {caller.actor} ({caller.via})",
-                    generation=row.generation,
+                    generation=row.generation, params=params,
                 ))
                 return record
             except DuplicateRunError:
@@ -273,7 +306,7 @@ class TaskOperations:
             task_name=row.name, slot=slot, attempt=attempt, trigger=Trigger.CATCH_UP,
             status=RunStatus.PENDING,
             reason=f"catch-up on resume by {caller.actor} ({caller.via})",
-            generation=row.generation,
+            generation=row.generation, params=_default_values(row),
         ))
         if self.host is None:
             return pending, None

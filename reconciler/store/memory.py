@@ -336,6 +336,7 @@ class MemoryStore(MemoryOutbox):
             fencing_token=run.fencing_token, created_at=_utc(created_at),
             started_at=_utc(run.started_at), finished_at=_utc(run.finished_at),
             reason=run.reason, generation=run.generation,
+            params=None if run.params is None else dict(run.params),
         )
         if key in self._keys:
             return None

@@ -119,6 +119,7 @@ runs = Table(
     Column("output_truncated", Boolean, nullable=True),  # NULL: written before 0004
     Column("progress_percent", Double, nullable=True),  # MariaDB FLOAT is single precision
     Column("progress_message", Text, nullable=True),
+    Column("params", json_type(), nullable=True),  # spec.params values; NULL: none declared
     UniqueConstraint("task_name", "slot", "attempt"),
     Index("ix_runs_task_name_slot", "task_name", "slot"),
     Index("ix_runs_status", "status"),

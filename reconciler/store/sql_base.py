@@ -297,4 +297,5 @@ def run_record(row: Any) -> RunRecord:
         progress_percent=row.progress_percent,
         progress_message=row.progress_message,
         generation=row.generation,
+        params=row.params,
     )

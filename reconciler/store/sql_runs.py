@@ -377,6 +377,8 @@ def _run_values(run: NewRun, created_at: datetime) -> dict[str, Any]:
         "started_at": run.started_at,
         "finished_at": run.finished_at,
         "reason": run.reason,
+        # only when there are some: a row without them is written as before 0007
+        **({} if run.params is None else {"params": dict(run.params)}),
     }
 
 
@@ -395,4 +397,5 @@ def _new_record(run: NewRun, run_id: int, created_at: datetime) -> RunRecord:
         finished_at=as_utc(run.finished_at),
         reason=run.reason,
         generation=run.generation,
+        params=None if run.params is None else dict(run.params),
     )

@@ -224,6 +224,54 @@ def test_dashboard_suspend_trigger_and_live_runs(dashboard: str, browser: Any,
     assert errors == [], errors
 
 
+def test_dashboard_trigger_dialog_with_params(dashboard: str, browser: Any) -> None:
+    """Trigger of a task with parameters (examples/params.yaml): a form built from the
+    declarations; a wrong value is refused naming the parameter (the daemon's check);
+    the values given are on the run and in the history."""
+    base = dashboard
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(base + "/#/tasks/region-report")
+    page.wait_for_selector("#task-actions button[data-action=trigger]")
+    page.click("#task-actions button[data-action=trigger]")
+    page.wait_for_selector("#token-dialog[open]")
+    page.fill("#token-input", TOKEN)
+    page.click("#token-ok")
+    page.wait_for_selector("#trigger-dialog[open]")
+    fields = page.locator("#trigger-fields [data-param]")
+    assert [fields.nth(i).get_attribute("data-param") for i in range(fields.count())] == [
+        "region", "dryRun", "days"]
+    assert page.locator("#param-region").input_value() == "eu"  # the default
+    options = page.locator("#param-region option")
+    assert [options.nth(i).inner_text() for i in range(options.count())] == ["eu", "us", "apac"]
+    assert page.locator("#param-days").get_attribute("type") == "number"
+    assert "which region's numbers" in page.locator("#trigger-fields").inner_text()
+
+    # A value the daemon refuses: nothing runs, the message names the parameter.
+    page.evaluate("document.getElementById('param-days').type = 'text'")
+    page.fill("#param-days", "two")
+    page.click("#trigger-ok")
+    expect(page.locator("#toast.error")).to_contain_text("parameter 'days'")
+    assert api(base, "/api/v1/tasks/region-report/runs")["items"] == []
+
+    page.click("#task-actions button[data-action=trigger]")
+    page.wait_for_selector("#trigger-dialog[open]")
+    page.select_option("#param-region", "us")
+    page.select_option("#param-dryRun", "false")
+    page.fill("#param-days", "7")
+    page.click("#trigger-ok")
+    page.locator('#runs tbody .badge[data-status="succeeded"]').wait_for(timeout=20_000)
+    (run,) = api(base, "/api/v1/tasks/region-report/runs")["items"]
+    assert run["params"] == {"region": "us", "dryRun": False, "days": 7}
+    assert run["trigger"] == "manual"
+    expect(page.locator("#runs tbody [data-params]")).to_have_text(
+        "region=us, dryRun=false, days=7")
+    output = api(base, f"/api/v1/runs/{run['id']}")["outputTail"]
+    assert output == "report for us over 7 day(s)\n"
+    assert errors == [], errors
+
+
 def test_dashboard_asks_for_a_token_when_reads_need_one(
     daemon: DaemonProcess, browser: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

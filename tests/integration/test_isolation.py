@@ -28,7 +28,11 @@ class _Receiver(BaseHTTPRequestHandler):
     seen: list[dict[str, str]] = []
 
     def do_POST(self) -> None:
-        self.seen.append({k.lower(): v for k, v in self.headers.items()})
+        """Records the headers (lower-cased), the path as ``:path`` and the body as
+        ``:body``."""
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.seen.append({k.lower(): v for k, v in self.headers.items()}
+                         | {":path": self.path, ":body": body.decode()})
         self.send_response(204)
         self.end_headers()
 

@@ -87,7 +87,7 @@ def test_upgrade_from_empty_database(empty_database_url: URL) -> None:
     with SQLStore(empty_database_url) as s:
         assert s.schema_revision() is None
         s.upgrade()
-        assert s.schema_revision() == SQLStore.head_revision() == "0006"
+        assert s.schema_revision() == SQLStore.head_revision() == "0007"
         names = set(inspect(s.engine).get_table_names())
         assert {"tasks", "runs", "applies", "replicas", "audit", "channels", "notifications",
                 "alembic_version"} <= names
@@ -541,3 +541,27 @@ def test_runs_table_uses_autoincrementing_ids(store: SQLStore) -> None:
     ids = [store.insert_run(new_run(attempt=n)).id for n in range(1, 4)]
     assert ids == sorted(ids) and len(set(ids)) == 3
     assert runs.c.id.autoincrement is True
+
+
+def test_run_params_round_trip(store: SQLStore) -> None:
+    """A run's parameter values (migration 0007) keep their JSON types on every backend,
+    through every read (get, list, latest) and every later write to the row."""
+    values = {"region": "eu-west", "dryRun": False, "count": 3, "ratio": 0.25,
+              "label": "café ✓", "token": "***"}
+    pending = store.insert_run(new_run(status=RunStatus.PENDING, trigger=Trigger.MANUAL,
+                                       params=values))
+    assert pending.params == values
+    (batched, duplicate) = store.insert_runs([
+        new_run("b", params={"n": 1}), new_run("a", status=RunStatus.PENDING)])
+    assert duplicate is None and batched is not None and batched.params == {"n": 1}
+    plain = store.insert_run(new_run("c"))
+    assert store.claim_pending_run(pending.id, replica="r1", fencing_token=None,
+                                   started_at=T0)
+    store.update_run(pending.id, status=RunStatus.SUCCEEDED, finished_at=T0, exit_code=0)
+    got = store.get_run(pending.id)
+    assert got is not None and got.params == values and got.status is RunStatus.SUCCEEDED
+    assert type(got.params["dryRun"]) is bool and type(got.params["count"]) is int
+    assert store.list_runs("a")[0].params == values
+    latest = store.latest_runs(["a", "b", "c"])
+    assert latest["a"].params == values and latest["b"].params == {"n": 1}
+    assert latest["c"].params is None and store.get_run(plain.id).params is None  # type: ignore[union-attr]

@@ -188,9 +188,74 @@ function reportError(e) {
 
 // ------------------------------------------------------------------ actions
 
+// A task with parameters (spec.params) gets a form built from their declarations;
+// the values go to the API as text, checked by the daemon as the CLI's --param are.
 async function trigger(name) {
+  let declared;
   try {
-    const answer = await mutate(`${API}/tasks/${encodeURIComponent(name)}/trigger`);
+    const detail = await read(`${API}/tasks/${encodeURIComponent(name)}`);
+    declared = Object.entries((detail.spec && detail.spec.params) || {})
+      .filter(([, d]) => !d.secret);
+  } catch (e) { reportError(e); return; }
+  if (!declared.length) { runTrigger(name, undefined); return; }
+  if (!getToken() && !await askToken()) return;
+  const params = await askParams(name, declared);
+  if (params) runTrigger(name, { params });
+}
+
+function paramInput(name, d) {
+  const type = d.type || "string";
+  const id = `param-${name}`;
+  const shown = d.default === undefined || d.default === null ? "" : String(d.default);
+  if (type === "boolean" || type === "enum") {
+    const options = type === "boolean" ? ["true", "false"] : (d.values || []);
+    const select = el("select", { id, name, "data-param": name });
+    if (shown === "") select.append(el("option", { value: "", text: "(none)" }));
+    for (const v of options) select.append(el("option", { value: v, text: v, selected: v === shown }));
+    return select;
+  }
+  return el("input", {
+    id, name, "data-param": name, autocomplete: "off", spellcheck: "false",
+    type: type === "string" ? "text" : "number", step: type === "number" ? "any" : null,
+    value: shown, placeholder: d.required ? "required" : "",
+  });
+}
+
+function askParams(name, declared) {
+  const dialog = $("trigger-dialog");
+  $("trigger-name").textContent = name;
+  const fields = clear($("trigger-fields"));
+  for (const [param, d] of declared) {
+    fields.append(el("label", { for: `param-${param}` },
+      el("span", { class: "mono", text: param }),
+      d.required ? " (required)" : "",
+      d.description ? el("span", { class: "muted", text: ` ${d.description}` }) : null,
+      paramInput(param, d)));
+  }
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", function onClose() {
+      dialog.removeEventListener("close", onClose);
+      if (dialog.returnValue !== "ok") { resolve(null); return; }
+      const params = {};
+      for (const input of fields.querySelectorAll("[data-param]")) {
+        if (input.value !== "") params[input.dataset.param] = input.value;
+      }
+      resolve(params);
+    });
+    dialog.returnValue = "";
+    dialog.showModal();
+    const first = fields.querySelector("[data-param]");
+    if (first) first.focus();
+  });
+}
+
+function paramsText(params) {
+  return Object.entries(params || {}).map(([k, v]) => `${k}=${v}`).join(", ");
+}
+
+async function runTrigger(name, body) {
+  try {
+    const answer = await mutate(`${API}/tasks/${encodeURIComponent(name)}/trigger`, body);
     if (!answer) return;
     toast(`${name}: run ${answer.run.id} started`);
     markDirty(name);
@@ -465,6 +530,7 @@ function renderTaskPage() {
   const body = clear($("runs").tBodies[0]);
   for (const r of state.runs) {
     const info = r.reason || r.error || "";
+    const params = paramsText(r.params);
     const row = el("tr", { "data-run": r.id, class: r.id === state.selectedRun ? "selected" : "" },
       el("td", {}, el("a", { href: "#", text: String(r.id),
         onclick: (ev) => { ev.preventDefault(); showOutput(r.id); } })),
@@ -474,7 +540,9 @@ function renderTaskPage() {
       el("td", { text: r.latenessSeconds === null ? "-" : fmtDuration(r.latenessSeconds) }),
       el("td", { text: fmtDuration(r.durationSeconds) }),
       el("td", { text: r.exitCode === null ? "-" : String(r.exitCode) }),
-      el("td", { class: "muted", text: info.split("\n")[0].slice(0, 120) }),
+      el("td", { class: "muted" },
+        params ? el("span", { class: "chip", "data-params": "", text: params }) : null,
+        info.split("\n")[0].slice(0, 120)),
       el("td", {}, r.live ? el("button", { type: "button", class: "ghost", text: "Cancel",
         onclick: () => cancelRun(r.id) }) : null));
     body.append(row);

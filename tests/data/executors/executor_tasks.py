@@ -73,3 +73,9 @@ def ignore_cancel(ctx):
 
 
 not_callable = 5
+
+
+def print_params(ctx):
+    """ctx.params as JSON, with the type of each value."""
+    print(json.dumps({k: [v, type(v).__name__] for k, v in ctx.params.items()},
+                     sort_keys=True))
