@@ -83,13 +83,17 @@ def test_forbid_holds_for_triggers_from_every_door_at_once(daemon: DaemonProcess
             futures += [pool.submit(via_cli_database, i) for i in range(1)]
             codes += [f.result() for f in futures]
     assert codes.count(202) >= 1 and codes.count(409) >= 10, codes
+    # The schedule goes on: on a busy machine the waves can hold every slot so far (each
+    # skipped), so wait for a scheduled run to have executed beside the manual ones.
+    wait_until(lambda: any(r.trigger.value == "schedule" and r.status in EXECUTED
+                           for r in daemon.runs("f")), timeout=30, what="a scheduled run")
     runs = settled(daemon, "f")
     executed = assert_no_overlap(runs)
     assert len(executed) >= 2, [(r.trigger, r.status) for r in runs]
     assert any(r.trigger.value == "schedule" for r in executed)
     assert any(r.trigger.value == "manual" for r in executed)
     skipped = [r for r in runs if r.status is RunStatus.SKIPPED]
-    assert skipped and all(r.reason for r in skipped)
+    assert all(r.reason for r in skipped)  # a slot that met a manual run says why
 
 
 def test_manual_trigger_follows_replace_and_allow(daemon: DaemonProcess) -> None:
