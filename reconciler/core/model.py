@@ -403,6 +403,10 @@ class TaskSpec(_Frozen):
     active_until: Instant | None = Field(
         default=None, description="No slot after this (a date: the end of that day).")
     notify: list[NotifyRule] = Field(default=[], max_length=32)
+    calendars: list[Annotated[str, Field(min_length=1, max_length=63, pattern=NAME_PATTERN)]] = (
+        Field(default=[], max_length=16,
+              description="metadata.name of kind: Calendar manifests: slots they exclude "
+                          "do not run."))
     limits: Limits | None = None
 
     @field_validator("notify")
@@ -411,6 +415,13 @@ class TaskSpec(_Frozen):
         names = [rule.channel for rule in value]
         if len(set(names)) != len(names):
             raise ValueError("a channel is named twice; list its events in one entry")
+        return value
+
+    @field_validator("calendars")
+    @classmethod
+    def _distinct_calendars(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a calendar is named twice")
         return value
 
     @model_validator(mode="after")
@@ -426,11 +437,16 @@ class TaskSpec(_Frozen):
     @field_validator("time_zone")
     @classmethod
     def _valid_zone(cls, value: str) -> str:
-        try:
-            check_time_zone(value)
-        except ScheduleError as exc:
-            raise ValueError(str(exc)) from None
-        return value
+        return valid_zone(value)
+
+
+def valid_zone(value: str) -> str:
+    """``spec.timeZone``: an IANA name (pydantic's validator)."""
+    try:
+        check_time_zone(value)
+    except ScheduleError as exc:
+        raise ValueError(str(exc)) from None
+    return value
 
 
 class Metadata(_Frozen):
@@ -567,17 +583,28 @@ class TaskDef:
         """The channels ``spec.notify`` names, in order."""
         return tuple(r["channel"] for r in self.document["spec"].get("notify", ()))
 
+    @property
+    def calendars(self) -> tuple[str, ...]:
+        """The calendars ``spec.calendars`` names, in order."""
+        return tuple(self.document["spec"].get("calendars", ()))
+
 
 @dataclass(frozen=True, slots=True)
-class ChannelDef:
-    """A validated ``kind: Channel`` as found in the manifests (see ``core/channels.py``
-    for its manifest model): where notifications go."""
+class NamedDef:
+    """A validated document of a kind other than Task (a channel, a calendar): its
+    name, canonical document and hash, and where it came from."""
 
     name: str
     document: dict[str, Any] = field(compare=False, hash=False)
     hash: str
     source_file: str
     source_line: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelDef(NamedDef):
+    """A validated ``kind: Channel`` as found in the manifests (see ``core/channels.py``
+    for its manifest model): where notifications go."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -591,10 +618,13 @@ class DesiredState:
 
     tasks: tuple[TaskDef, ...]
     errors: tuple[ManifestError, ...] = ()
-    channels: tuple[ChannelDef, ...] = ()
+    channels: tuple[NamedDef, ...] = ()
     failed_files: frozenset[str] = frozenset()
     frozen_names: frozenset[str] = frozenset()
     frozen_channels: frozenset[str] = frozenset()
+    #: ``kind: Calendar`` documents (:class:`~reconciler.core.calendars.CalendarDef`)
+    calendars: tuple[NamedDef, ...] = ()
+    frozen_calendars: frozenset[str] = frozenset()
     files: frozenset[str] = frozenset()
     directory_missing: bool = False
 
