@@ -29,6 +29,7 @@ from reconciler.api.views import (
     schedule_text,
     suspension,
 )
+from reconciler.core.calendars import calendars_of
 from reconciler.core.protocols import Store
 from reconciler.core.runtime import ActualTask, RunRecord, RunStatus
 from reconciler.core.scheduling import TaskSlots
@@ -176,6 +177,8 @@ class TaskIndex:
 
     def set_next(self, name: str, at: Any) -> None:
         entry = self._entries.get(name)
+        if entry is not None:
+            entry.next_times = None  # planned again (a changed calendar): the times after too
         if entry is not None and entry.next_fire != at:
             entry.next_fire = at
             self._touch(entry)
@@ -322,13 +325,14 @@ def list_document(store: Store, now: Any) -> dict[str, Any]:
     :func:`summary` as the daemon's index, so the two cannot drift apart; a run is
     ``running`` when it is the task's newest run and its row says so."""
     index = TaskIndex()
+    calendars = calendars_of((c.name, c.document) for c in store.load_calendars())
     for row in store.load_tasks():
         index.upsert(row)
         nxt = row.next_fire_at
         if row.suspended:  # a suspended task has no next fire time
             nxt = None
         elif nxt is None or nxt <= now:
-            nxt = TaskSlots.from_document(row.document).next_planned(now)
+            nxt = TaskSlots.from_document(row.document, calendars).next_planned(now)
         index.set_next(row.name, nxt)
     latest = store.latest_runs()
     index.load_runs(latest, store.latest_runs(executed=True))

@@ -14,6 +14,7 @@ from reconciler.api.errors import ApiError
 from reconciler.api.index import STATES
 from reconciler.api.security import OPTIONAL_AUTH, Reader
 from reconciler.api.views import RunDoc, iso, local_iso, override_doc, redacted_spec, run_doc
+from reconciler.core.calendars import calendars_of, task_calendars
 from reconciler.core.errors import ReconcilerError, TaskNotFoundError
 from reconciler.core.protocols import ReadModel
 from reconciler.core.redaction import redact
@@ -140,11 +141,12 @@ async def task_runs(
     return json({"items": items, "count": len(items)})
 
 
-def _fire_times(row: Any, nxt: Any, now: Any) -> list[dict[str, str]]:
-    """The next fire times, from the scheduler's next slot on (an API thread runs this)."""
+def _fire_times(row: Any, nxt: Any, now: Any, calendars: Any) -> list[dict[str, str]]:
+    """The next fire times, from the scheduler's next slot on (an API thread runs this);
+    ``calendars``: the table's, by name (the slots they exclude are left out)."""
     times: list[dict[str, str]] = []
     try:
-        slots = TaskSlots.from_document(row.document)
+        slots = TaskSlots.from_document(row.document, calendars)
         at = nxt or slots.next_planned(now)
         while at is not None and len(times) < NEXT_FIRE_COUNT:
             times.append({"at": at.isoformat(),
@@ -159,6 +161,10 @@ def _fire_times(row: Any, nxt: Any, now: Any) -> list[dict[str, str]]:
 def _detail_reads(store: ReadModel, name: str, row: Any, nxt: Any, now: Any, want_counts: bool,
                   want_times: bool) -> tuple[dict[str, int], list[dict[str, str]]]:
     counts: dict[str, int] = store.run_counts(name) if want_counts else {}
-    times = _fire_times(row, nxt, now) if want_times else []
+    times: list[dict[str, str]] = []
+    if want_times:
+        used = task_calendars(row.document.get("spec"))
+        rows = store.load_calendars() if used else []
+        times = _fire_times(row, nxt, now, calendars_of((c.name, c.document) for c in rows))
     return counts, times
 

@@ -53,8 +53,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if desired.directory_missing and not desired.errors:
             print(f"{', '.join(paths)}: no such file or directory", file=sys.stderr)
         if desired.ok:
-            channels = f", {len(desired.channels)} channel(s)" if desired.channels else ""
-            print(f"{len(desired.tasks)} task(s){channels} in {len(desired.files)} file(s): "
+            others = "".join(f", {len(found)} {word}(s)" for found, word in (
+                (desired.channels, "channel"), (desired.calendars, "calendar")) if found)
+            print(f"{len(desired.tasks)} task(s){others} in {len(desired.files)} file(s): "
                   "valid")
     return EXIT_OK if desired.ok else EXIT_ERROR
 
@@ -80,13 +81,19 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from reconciler.core.plan import plan
     from reconciler.manifests import load_directory, load_tree
     from reconciler.manifests.git import read_tree_at
-    from reconciler.service import actual_from_desired, channels_from_desired, make_plan
+    from reconciler.service import (
+        actual_from_desired,
+        calendars_from_desired,
+        channels_from_desired,
+        make_plan,
+    )
 
     options = safety_options(args)
     if args.against_ref:
         base = load_tree(read_tree_at(args.manifests, args.against_ref))
         desired = load_directory(args.manifests)
-        plan_ = plan(desired, actual_from_desired(base), options, channels_from_desired(base))
+        plan_ = plan(desired, actual_from_desired(base), options, channels_from_desired(base),
+                     calendars_from_desired(base))
     else:
         _, plan_ = make_plan(args.manifests, open_store(args.database), options)
     from reconciler.core.impact import plan_impact

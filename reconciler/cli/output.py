@@ -5,14 +5,14 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from reconciler.core.channels import channel_type
-from reconciler.core.impact import LOAD_DAYS, SLOT_DAYS, Impact
-from reconciler.core.plan import UNSET, Action, FieldChange, Plan
+from reconciler.core.impact import LOAD_DAYS, SLOT_DAYS, Impact, SlotDelta
+from reconciler.core.plan import UNSET, Action, FieldChange, ObjectChange, Plan
 from reconciler.core.redaction import redact_change
 
 
@@ -45,7 +45,9 @@ def render_plan(plan: Plan, impact: Impact | None = None, max_concurrent_runs: i
             a = change.actual
             assert a is not None
             lines.append(f"- {change.name}  (was in {a.source_file})")
-    lines += _channel_lines(plan)
+    lines += _object_lines("channel", plan.channels, _channel_text)
+    lines += _object_lines("calendar", plan.calendars, _calendar_text,
+                           impact.calendar_deltas if impact is not None else {})
     for error in plan.errors:
         lines.append(f"! {error} (tasks kept)")
     kept = plan.kept
@@ -59,7 +61,8 @@ def render_plan(plan: Plan, impact: Impact | None = None, max_concurrent_runs: i
         lines.append(
             f"Plan: {plan.count(Action.CREATE)} to create, {plan.count(Action.UPDATE)} to update, "
             f"{plan.count(Action.DELETE)} to delete, {plan.count(Action.UNCHANGED)} unchanged."
-            + _channel_counts(plan)
+            + _object_counts("Channels", plan.channels_of)
+            + _object_counts("Calendars", plan.calendars_of)
         )
     else:
         lines.append("No changes.")
@@ -77,31 +80,47 @@ def _field_lines(changes: Sequence[FieldChange]) -> list[str]:
     return lines
 
 
-def _channel_lines(plan: Plan) -> list[str]:
-    """``+ channel NAME`` / ``~`` / ``-`` lines, field changes with secrets masked."""
+def _channel_text(document: dict[str, Any]) -> str:
+    return channel_type(document)
+
+
+def _calendar_text(document: dict[str, Any]) -> str:
+    spec = document.get("spec", {})
+    return f"{len(spec.get('exclude', ()))} exclusion(s) in {spec.get('timeZone', 'UTC')}"
+
+
+def _object_lines(kind: str, changes: Sequence[ObjectChange],
+                  describe: Callable[[dict[str, Any]], str],
+                  deltas: Mapping[str, SlotDelta] | None = None) -> list[str]:
+    """``+ KIND NAME`` / ``~`` / ``-`` lines, field changes with secrets masked; with
+    ``deltas``, the slots each change adds and removes for the tasks that use it."""
     lines = []
-    for change in plan.channels:
+    for change in changes:
         source = change.desired or change.actual
         assert source is not None
-        kind = channel_type(source.document)
         if change.action is Action.CREATE:
-            lines.append(f"+ channel {change.name}  {kind}  from {source.source_file}")
+            lines.append(f"+ {kind} {change.name}  {describe(source.document)}  "
+                         f"from {source.source_file}")
         elif change.action is Action.UPDATE:
-            lines.append(f"~ channel {change.name}")
+            lines.append(f"~ {kind} {change.name}")
             lines += _field_lines(change.changes)
         elif change.action is Action.DELETE:
-            lines.append(f"- channel {change.name}  (was in {source.source_file})")
+            lines.append(f"- {kind} {change.name}  (was in {source.source_file})")
         elif change.action is Action.KEEP:
-            lines.append(f"= channel {change.name} kept: {change.reason}")
+            lines.append(f"= {kind} {change.name} kept: {change.reason}")
+        delta = (deltas or {}).get(change.name)
+        if delta is not None and change.action is not Action.KEEP:
+            lines.append(f"    slots in the next {SLOT_DAYS} days of the tasks using it: "
+                         f"+{delta.added} -{delta.removed}")
     return lines
 
 
-def _channel_counts(plan: Plan) -> str:
-    counts = [(len(plan.channels_of(a)), word) for a, word in
+def _object_counts(title: str, of: Callable[[Action], Sequence[ObjectChange]]) -> str:
+    counts = [(len(of(a)), word) for a, word in
               ((Action.CREATE, "created"), (Action.UPDATE, "updated"),
                (Action.DELETE, "deleted"))]
     shown = [f"{n} {word}" for n, word in counts if n]
-    return f" Channels: {', '.join(shown)}." if shown else ""
+    return f" {title}: {', '.join(shown)}." if shown else ""
 
 
 def load_line(impact: Impact, max_concurrent_runs: int) -> str:

@@ -123,6 +123,8 @@ def _table_commands(sub: Subparsers, parents: Parents) -> None:
     p.add_argument("--tz", default="UTC", help="time zone for --schedule (default UTC)")
     p.add_argument("--from", dest="start", help="ISO time to start from (default now)")
     p.add_argument("--count", type=int, default=5)
+    p.add_argument("--show-excluded", action="store_true",
+                   help="also list the slots a calendar removes, with the calendar's name")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
 
     p = sub.add_parser("schema", help="print a generated JSON schema")

@@ -1,10 +1,12 @@
 """``reconciler next``: the coming slots of a task or an expression, and when each starts.
 
-Three sources, one output: a task declared in the manifests (``--task``, no database),
-a task in the runtime table (``NAME``), or an ad-hoc expression (``--schedule``, with
-``--name`` to resolve ``H``). Every slot comes from the core's
+Three sources, one output: a task declared in the manifests (``--task``, no database;
+its calendars from the same manifests), a task in the runtime table (``NAME``; its
+calendars from the table), or an ad-hoc expression (``--schedule``, with ``--name`` to
+resolve ``H``). Every slot comes from the core's
 :class:`~reconciler.core.scheduling.TaskSlots` (schedules, ``H``, active window,
-jitter), exactly as the daemon steps through them.
+calendars, jitter), exactly as the daemon steps through them; ``--show-excluded``
+lists the slots a calendar removes too, with the calendar's name.
 """
 
 from __future__ import annotations
@@ -30,13 +32,15 @@ def _parse_time(text: str) -> datetime:
 
 def _declared(args: argparse.Namespace) -> TaskSlots:
     """The slots of ``--task`` as the manifests in ``--manifests`` declare it."""
+    from reconciler.core.calendars import calendars_of
     from reconciler.core.scheduling import TaskSlots
     from reconciler.manifests import load_directory
 
     desired = load_directory(args.manifests)
+    calendars = calendars_of((c.name, c.document) for c in desired.calendars)
     for task in desired.tasks:
         if task.name == args.task and task.name not in desired.frozen_names:
-            return TaskSlots.of(task.manifest())
+            return TaskSlots.from_document(task.document, calendars)
     errors = [e for e in desired.errors if e.task == args.task]
     if errors:
         raise SystemExit("\n".join(f"error: {e}" for e in errors))
@@ -65,37 +69,52 @@ def _slots(args: argparse.Namespace) -> tuple[TaskSlots, str]:
     if args.task:
         slots = _declared(args)
         return slots, slots.schedules.time_zone
-    row = open_store(args.database).get_task(args.stored)
+    from reconciler.core.calendars import calendars_of
+
+    store = open_store(args.database)
+    row = store.get_task(args.stored)
     if row is None:
         raise TaskNotFoundError(args.stored)
-    return TaskSlots.from_document(row.document), row.time_zone
+    calendars = calendars_of((c.name, c.document) for c in store.load_calendars())
+    return TaskSlots.from_document(row.document, calendars), row.time_zone
 
 
-def upcoming(slots: TaskSlots, start: datetime, count: int
+def upcoming(slots: TaskSlots, start: datetime, count: int, *, excluded: bool = False
              ) -> list[tuple[datetime, str | None]]:
-    """The next ``count`` slots after ``start``, each with the exclusion that removes it.
-    Excluded slots are left out here; calendars (``--show-excluded``) will list them
-    from the same :meth:`~reconciler.core.scheduling.TaskSlots.candidates`."""
+    """The next ``count`` slots after ``start`` that run, each with None; with
+    ``excluded``, the slots a calendar removes among them too, each with the name of
+    the calendar (from :meth:`~reconciler.core.scheduling.TaskSlots.candidates`, what
+    the daemon steps over)."""
+    from reconciler.core.scheduling import MAX_EXCLUDED_IN_A_ROW
+
     out: list[tuple[datetime, str | None]] = []
+    running = skipped = 0
     if count <= 0:
         return out
-    for slot, excluded in slots.candidates(start):
-        if excluded is not None:
+    for slot, by in slots.candidates(start):
+        if by is not None:
+            skipped += 1
+            if skipped > MAX_EXCLUDED_IN_A_ROW:
+                break
+            if excluded:
+                out.append((slot, by))
             continue
-        out.append((slot, excluded))
-        if len(out) >= count:
+        skipped = 0
+        running += 1
+        out.append((slot, None))
+        if running >= count:
             break
     return out
 
 
-def _entry(slots: TaskSlots, slot: datetime, zone: str) -> dict[str, Any]:
+def _entry(slots: TaskSlots, slot: datetime, zone: str, by: str | None) -> dict[str, Any]:
     from reconciler.cli.output import fmt_time
     from reconciler.core.durations import format_duration
 
     start = slots.start_of(slot)
     return {"local": fmt_time(slot, zone), "utc": fmt_time(slot),
             "start": fmt_time(start), "startLocal": fmt_time(start, zone),
-            "delay": format_duration(start - slot)}
+            "delay": format_duration(start - slot), "excludedBy": by}
 
 
 def cmd_next(args: argparse.Namespace) -> int:
@@ -103,7 +122,8 @@ def cmd_next(args: argparse.Namespace) -> int:
 
     slots, zone = _slots(args)
     begin = _parse_time(args.start) if args.start else datetime.now(UTC)
-    times = [_entry(slots, slot, zone) for slot, _ in upcoming(slots, begin, args.count)]
+    times = [_entry(slots, slot, zone, by) for slot, by in
+             upcoming(slots, begin, args.count, excluded=args.show_excluded)]
     if args.output == "json":
         window = slots.window
         print_json({
@@ -114,12 +134,15 @@ def cmd_next(args: argparse.Namespace) -> int:
             "jitter": format_duration(slots.jitter) if slots.jitter else None,
             "window": {"start": window.start.isoformat() if window.start else None,
                        "end": window.end.isoformat() if window.end else None},
+            "calendars": [e.name for e in slots.exclusions],
             "times": times,
         })
         return EXIT_OK
     for t in times:
         line = f"{t['local']}  ({t['utc']})" if zone != "UTC" else t["utc"]
-        if slots.jitter:
+        if t["excludedBy"] is not None:
+            line += f"  excluded by calendar {t['excludedBy']}"
+        elif slots.jitter:
             line += f"  starts {t['startLocal']} (+{t['delay']})"
         print(line)
     if not times and args.count > 0:

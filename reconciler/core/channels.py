@@ -24,9 +24,9 @@ from reconciler.core.model import (
     FromEnv,
     FromFile,
     Metadata,
-    _Frozen,
     spec_hash,
 )
+from reconciler.core.model_base import _Frozen
 from reconciler.core.selectors import SelectorError, parse_selector
 
 CHANNEL_KIND = "Channel"

@@ -18,17 +18,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from reconciler.core.calendars import Calendar, calendars_of, task_calendars
 from reconciler.core.model import schedules_of
-from reconciler.core.plan import Action, Plan, TaskChange
+from reconciler.core.plan import Action, ObjectChange, Plan, TaskChange
 from reconciler.core.schedule import uses_hash
-from reconciler.core.scheduling import ActiveWindow, TaskSlots, active_window, window_seconds
+from reconciler.core.scheduling import (
+    ActiveWindow,
+    TaskSlots,
+    active_window,
+    not_excluded,
+    task_exclusions,
+    window_seconds,
+)
 
 #: The window of the slot counts of a changed schedule.
 SLOT_DAYS = 30
 #: The window of the load (starts per minute).
 LOAD_DAYS = 7
 #: Fields of a task whose change can add or remove slots.
-SLOT_FIELDS = ("schedule", "timeZone", "activeFrom", "activeUntil")
+SLOT_FIELDS = ("schedule", "timeZone", "activeFrom", "activeUntil", "calendars")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +66,9 @@ class Impact:
     deltas: dict[str, SlotDelta]
     before: LoadPeak
     after: LoadPeak
+    #: per created, updated or deleted calendar: what it changes for the tasks that
+    #: name it (the tasks as the plan leaves them)
+    calendar_deltas: dict[str, SlotDelta] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,27 +81,32 @@ class _Timing:
     name: str
     window: ActiveWindow
     document: dict[str, Any] = field(compare=False, hash=False)
+    #: the calendars it names, as they are on this side of the plan
+    exclusions: tuple[Calendar, ...] = ()
 
     @property
     def jittered(self) -> bool:
         return "jitter" in self.document["spec"]
 
     def slots(self) -> TaskSlots:
-        return TaskSlots.from_document(self.document)
+        return TaskSlots.from_document(self.document, {c.name: c for c in self.exclusions})
 
     def slot_seconds(self, start: datetime, end: datetime) -> list[int]:
-        return window_seconds(self.expressions, self.zone, self.name, self.window, start, end)
+        found = window_seconds(self.expressions, self.zone, self.name, self.window, start, end)
+        return not_excluded(found, self.exclusions)
 
 
-def _timing(document: dict[str, Any] | None) -> _Timing | None:
+def _timing(document: dict[str, Any] | None,
+            calendars: dict[str, Calendar]) -> _Timing | None:
     if document is None:
         return None
     try:
         spec = document["spec"]
         zone = spec.get("timeZone", "UTC")
         window = active_window(spec.get("activeFrom"), spec.get("activeUntil"), zone)
+        rules = task_exclusions(task_calendars(spec), calendars)
         return _Timing(schedules_of(spec["schedule"]), zone, document["metadata"]["name"],
-                       window, document)
+                       window, document, rules)
     except (KeyError, TypeError, ValueError):  # a row this version cannot read: nothing
         return None
 
@@ -142,7 +158,7 @@ class _Counter:
     def minutes(self, timing: _Timing, end: datetime) -> list[int]:
         key: tuple[Any, ...] | None = None
         if not timing.jittered and not any(uses_hash(e) for e in timing.expressions):
-            key = (timing.expressions, timing.zone, timing.window)
+            key = (timing.expressions, timing.zone, timing.window, timing.exclusions)
             if key in self._shared:
                 return self._shared[key]
         seconds = timing.slot_seconds(self.start, end)
@@ -169,6 +185,44 @@ class _Counter:
         return LoadPeak(best, datetime.fromtimestamp(at, UTC))
 
 
+def _calendar_sides(changes: Iterable[ObjectChange]
+                    ) -> tuple[dict[str, Calendar], dict[str, Calendar]]:
+    """The calendars before and after the plan, by name."""
+    before: list[tuple[str, dict[str, Any]]] = []
+    after: list[tuple[str, dict[str, Any]]] = []
+    for c in changes:
+        if c.actual is not None:
+            before.append((c.name, c.actual.document))
+        if c.action is not Action.DELETE:
+            source = c.actual if c.action is Action.KEEP else c.desired
+            if source is not None:
+                after.append((c.name, source.document))
+    return calendars_of(before), calendars_of(after)
+
+
+def _calendar_deltas(plan: Plan, old: dict[str, Calendar], new: dict[str, Calendar],
+                     start: datetime, days: int) -> dict[str, SlotDelta]:
+    """Per changed calendar, the slots it adds and removes for the tasks that name it
+    after the plan (each task with its other calendars as the plan leaves them)."""
+    out: dict[str, SlotDelta] = {}
+    for c in plan.calendars:
+        if c.action not in (Action.CREATE, Action.UPDATE, Action.DELETE):
+            continue
+        added = removed = 0
+        without = {k: v for k, v in new.items() if k != c.name}
+        was = {**without, **({c.name: old[c.name]} if c.name in old else {})}
+        for change in plan.changes:
+            _, doc = _sides(change)
+            if doc is None or c.name not in task_calendars(_spec(doc)):
+                continue
+            before, after = _timing(doc, was), _timing(doc, new)
+            if before is not None and after is not None:
+                delta = slot_delta(before, after, start, days)
+                added, removed = added + delta.added, removed + delta.removed
+        out[c.name] = SlotDelta(added, removed)
+    return out
+
+
 def plan_impact(plan: Plan, now: datetime, *, slot_days: int = SLOT_DAYS,
                 load_days: int = LOAD_DAYS) -> Impact:
     """The slot deltas of every update whose schedule, zone or window changed, and the
@@ -180,10 +234,14 @@ def plan_impact(plan: Plan, now: datetime, *, slot_days: int = SLOT_DAYS,
     before_only: list[int] = []
     after_only: list[int] = []
     deltas: dict[str, SlotDelta] = {}
+    cal_before, cal_after = _calendar_sides(plan.calendars)
     for change in plan.changes:
         old_doc, new_doc = _sides(change)
-        same = old_doc is new_doc
-        old, new = _timing(old_doc), (None if same else _timing(new_doc))
+        uses = set(task_calendars(_spec(old_doc))) | set(task_calendars(_spec(new_doc)))
+        same = old_doc is new_doc and all(
+            cal_before.get(n) == cal_after.get(n) for n in uses)
+        old = _timing(old_doc, cal_before)
+        new = None if same else _timing(new_doc, cal_after)
         if same:
             if old is not None:
                 counter.add(counter.minutes(old, end), base)
@@ -196,10 +254,12 @@ def plan_impact(plan: Plan, now: datetime, *, slot_days: int = SLOT_DAYS,
                 change.desired is not None):
             a, b = _spec(change.actual.document), _spec(change.desired.document)
             if any(a.get(k) != b.get(k) for k in SLOT_FIELDS):
-                was, will = _timing(change.actual.document), _timing(change.desired.document)
+                was = _timing(change.actual.document, cal_before)
+                will = _timing(change.desired.document, cal_after)
                 if was is not None and will is not None:
                     deltas[change.name] = slot_delta(was, will, start, slot_days)
     before, after = list(base), base
     counter.add(before_only, before)
     counter.add(after_only, after)
-    return Impact(start, deltas, counter.peak(before), counter.peak(after))
+    return Impact(start, deltas, counter.peak(before), counter.peak(after),
+                  _calendar_deltas(plan, cal_before, cal_after, start, slot_days))

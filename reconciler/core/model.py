@@ -24,7 +24,6 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -34,21 +33,37 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
 
 from reconciler.core.durations import format_duration, parse_duration
 from reconciler.core.errors import DurationError, ScheduleError
-from reconciler.core.params import MAX_VALUE_LENGTH, PARAM_NAME_PATTERN, coerce, env_name
+from reconciler.core.model_base import (
+    ENV_NAME_PATTERN as ENV_NAME_PATTERN,
+)
+from reconciler.core.model_base import (
+    LABEL_KEY_PATTERN as LABEL_KEY_PATTERN,
+)
+from reconciler.core.model_base import (
+    LABEL_VALUE_PATTERN as LABEL_VALUE_PATTERN,
+)
+from reconciler.core.model_base import (
+    NAME_PATTERN as NAME_PATTERN,
+)
+from reconciler.core.model_base import FromEnv as FromEnv
+from reconciler.core.model_base import FromFile as FromFile
+from reconciler.core.model_base import _Frozen
+from reconciler.core.model_options import DEFAULT_NOTIFY_ON as DEFAULT_NOTIFY_ON
+from reconciler.core.model_options import QUANTITY_PATTERN as QUANTITY_PATTERN
+from reconciler.core.model_options import Limits as Limits
+from reconciler.core.model_options import NotifyEvent as NotifyEvent
+from reconciler.core.model_options import NotifyRule as NotifyRule
+from reconciler.core.model_options import Param as Param
+from reconciler.core.model_options import ParamName as ParamName
+from reconciler.core.model_options import ParamType as ParamType
+from reconciler.core.params import env_name
 from reconciler.core.schedule import check_schedule, check_time_zone
 
 API_VERSION = "reconciler/v1"
 KIND = "Task"
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-LABEL_KEY_PATTERN = (
-    r"^([a-z0-9A-Z]([-a-z0-9A-Z.]*[a-z0-9A-Z])?/)?[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$"
-)
-LABEL_VALUE_PATTERN = r"^([a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?)?$"
-ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 #: The executor kinds, declared once: a ``run`` names exactly one of these (with a
 #: non-null value), each a field of :class:`RunSpec`. The executors' registry
 #: (``reconciler.executors.dispatch.EXECUTORS``), the API's ``runType`` and the JSON
@@ -172,31 +187,6 @@ Instant = Annotated[
 ]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(
-        frozen=True,
-        extra="forbid",
-        strict=True,
-        alias_generator=to_camel,
-        validate_by_name=True,
-        validate_by_alias=True,
-        serialize_by_alias=True,
-        hide_input_in_errors=True,
-    )
-
-
-class FromEnv(_Frozen):
-    """Take the value from the daemon's environment variable at run time."""
-
-    from_env: str = Field(pattern=ENV_NAME_PATTERN, max_length=256)
-
-
-class FromFile(_Frozen):
-    """Take the value from a file (e.g. a mounted Secret) at run time."""
-
-    from_file: str = Field(min_length=2, max_length=4096, pattern=r"^/")
-
-
 EnvValue = Annotated[str, Field(max_length=65536)] | FromEnv | FromFile
 #: A user or group: a name (as useradd allows) or a numeric id.
 UserRef = (Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$")]
@@ -291,139 +281,8 @@ class RunSpec(_Frozen):
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-class NotifyEvent(enum.StrEnum):
-    """What happened to a task that a channel can be told about."""
-
-    FAILED = "failed"  # the last attempt of a slot failed (no retry left)
-    TIMED_OUT = "timed_out"
-    ABANDONED = "abandoned"
-    MISSED = "missed"
-    LATE = "late"  # reserved for ``spec.deadline`` (not produced yet)
-    RECOVERED = "recovered"  # the first success after a failure
-    SUCCEEDED = "succeeded"  # every success; never in the default list
-
-
-#: ``spec.notify[].on`` when it is not given: everything but ``succeeded``.
-DEFAULT_NOTIFY_ON: tuple[NotifyEvent, ...] = tuple(
-    e for e in NotifyEvent if e is not NotifyEvent.SUCCEEDED
-)
-
-
-class NotifyRule(_Frozen):
-    """Send the task's events in ``on`` to the channel named ``channel``."""
-
-    channel: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN,
-                         description="metadata.name of a kind: Channel manifest.")
-    on: Annotated[
-        list[Annotated[NotifyEvent, Strict(False)]],
-        WithJsonSchema({"type": "array", "minItems": 1, "uniqueItems": True,
-                        "items": {"enum": [e.value for e in NotifyEvent], "type": "string"}}),
-    ] = Field(default=list(DEFAULT_NOTIFY_ON), min_length=1, max_length=len(NotifyEvent))
-
-    @field_validator("on")
-    @classmethod
-    def _distinct(cls, value: list[NotifyEvent]) -> list[NotifyEvent]:
-        if len(set(value)) != len(value):
-            raise ValueError("an event is listed twice")
-        return value
-
-
 #: The run kinds that may run as another user (``run.user`` / ``run.group``).
 RUN_AS_KINDS: tuple[RunKind, ...] = ("command", "shell")
-#: Byte sizes, Kubernetes style: 512Mi, 1Gi, 64M, 1000 (bytes).
-QUANTITY_PATTERN = r"^[1-9][0-9]{0,15}(Ki|Mi|Gi|Ti|K|M|G|T)?$"
-
-
-class Limits(_Frozen):
-    """Resources a run may use (cgroup v2 when the daemon can create cgroups, else rlimits).
-
-    What each limit means in each mode: docs/security.md.
-    """
-
-    memory: str | None = Field(
-        default=None, pattern=QUANTITY_PATTERN,
-        description="Memory of the run: cgroup memory.max, or RLIMIT_AS (address space) "
-        "per process in rlimit mode. 512Mi, 1Gi, 64M, or bytes.",
-    )
-    cpu: str | None = Field(
-        default=None, pattern=r"^([0-9]{1,4}(\.[0-9]{1,3})?|[1-9][0-9]{0,6}m)$",
-        description="CPUs, e.g. \"1.5\" or \"500m\": cgroup cpu.max; not enforced in "
-        "rlimit mode (an rlimit can only cap total CPU seconds).",
-    )
-    processes: int | None = Field(
-        default=None, ge=1, le=4_194_304,
-        description="Processes and threads: cgroup pids.max, or RLIMIT_NPROC (per real "
-        "user, ignored for root) in rlimit mode.",
-    )
-    open_files: int | None = Field(
-        default=None, ge=8, le=1 << 20, description="Open files per process (RLIMIT_NOFILE)."
-    )
-    file_size: str | None = Field(
-        default=None, pattern=QUANTITY_PATTERN,
-        description="Largest file a process may write (RLIMIT_FSIZE).",
-    )
-
-
-ParamType = Literal["string", "integer", "number", "boolean", "enum"]
-
-
-class Param(_Frozen):
-    """A declared input of the task's runs (``spec.params.NAME``): every run gets it
-    as ``RECONCILER_PARAM_<NAME>`` (and ``ctx.params``, or the request of an http task
-    with ``paramsAs``). Manual runs may override it; runs of the schedule get the
-    default. A ``secret`` one is read from ``fromEnv``/``fromFile`` at run time only."""
-
-    type: ParamType = "string"
-    default: Annotated[bool, Strict()] | int | float | Annotated[
-        str, Field(max_length=MAX_VALUE_LENGTH)] | None = None
-    required: bool = Field(default=False,
-                           description="A manual run must give a value (no default).")
-    values: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
-        default=None, min_length=1, max_length=256, description="The values of an enum.")
-    description: str = Field(default="", max_length=4096)
-    secret: bool = Field(default=False, description="Taken only from fromEnv or fromFile "
-                         "at run time; refused on the command line and the API.")
-    from_env: str | None = Field(default=None, pattern=ENV_NAME_PATTERN, max_length=256)
-    from_file: str | None = Field(default=None, min_length=2, max_length=4096, pattern=r"^/")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Param:
-        if (self.type == "enum") != (self.values is not None):
-            raise ValueError("values is required for type enum and only for it")
-        if self.values is not None and len(set(self.values)) != len(self.values):
-            raise ValueError("a value is listed twice in values")
-        if self.secret:
-            if self.type != "string":
-                raise ValueError("a secret parameter has type string")
-            if (self.from_env is None) == (self.from_file is None):
-                raise ValueError("a secret parameter takes exactly one of fromEnv or fromFile")
-            if self.default is not None or self.required:
-                raise ValueError("a secret parameter has no default and is not required "
-                                 "(its value comes from fromEnv or fromFile)")
-        elif self.from_env is not None or self.from_file is not None:
-            raise ValueError("fromEnv and fromFile are for secret parameters (secret: true)")
-        if self.default is not None:
-            if self.required:
-                raise ValueError("required and default exclude each other")
-            try:
-                coerce(self.type, self.values, self.default)
-            except ValueError as exc:
-                raise ValueError(f"default: {exc}") from None
-            if isinstance(self.default, str) and self.type not in ("string", "enum"):
-                raise ValueError(f"default: expected a {self.type} value, not a string")
-        return self
-
-    def source(self) -> FromEnv | FromFile:
-        """Where a secret parameter's value is read at run time."""
-        if self.from_env is not None:
-            return FromEnv(from_env=self.from_env)
-        assert self.from_file is not None
-        return FromFile(from_file=self.from_file)
-
-
-ParamName = Annotated[str, Field(pattern=PARAM_NAME_PATTERN, max_length=64)]
-
-
 class Retries(_Frozen):
     """Failed runs are retried as new attempts of the same slot, with exponential backoff."""
 
@@ -476,6 +335,10 @@ class TaskSpec(_Frozen):
     active_until: Instant | None = Field(
         default=None, description="No slot after this (a date: the end of that day).")
     notify: list[NotifyRule] = Field(default=[], max_length=32)
+    calendars: list[Annotated[str, Field(min_length=1, max_length=63, pattern=NAME_PATTERN)]] = (
+        Field(default=[], max_length=16,
+              description="metadata.name of kind: Calendar manifests: slots they exclude "
+                          "do not run."))
     limits: Limits | None = None
     params: dict[ParamName, Param] = Field(
         default={}, max_length=64,
@@ -504,6 +367,13 @@ class TaskSpec(_Frozen):
             raise ValueError("a channel is named twice; list its events in one entry")
         return value
 
+    @field_validator("calendars")
+    @classmethod
+    def _distinct_calendars(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a calendar is named twice")
+        return value
+
     @model_validator(mode="after")
     def _limits_need_a_process(self) -> TaskSpec:
         if self.limits is not None and self.run.kind == "http":
@@ -517,11 +387,16 @@ class TaskSpec(_Frozen):
     @field_validator("time_zone")
     @classmethod
     def _valid_zone(cls, value: str) -> str:
-        try:
-            check_time_zone(value)
-        except ScheduleError as exc:
-            raise ValueError(str(exc)) from None
-        return value
+        return valid_zone(value)
+
+
+def valid_zone(value: str) -> str:
+    """``spec.timeZone``: an IANA name (pydantic's validator)."""
+    try:
+        check_time_zone(value)
+    except ScheduleError as exc:
+        raise ValueError(str(exc)) from None
+    return value
 
 
 class Metadata(_Frozen):
@@ -658,17 +533,28 @@ class TaskDef:
         """The channels ``spec.notify`` names, in order."""
         return tuple(r["channel"] for r in self.document["spec"].get("notify", ()))
 
+    @property
+    def calendars(self) -> tuple[str, ...]:
+        """The calendars ``spec.calendars`` names, in order."""
+        return tuple(self.document["spec"].get("calendars", ()))
+
 
 @dataclass(frozen=True, slots=True)
-class ChannelDef:
-    """A validated ``kind: Channel`` as found in the manifests (see ``core/channels.py``
-    for its manifest model): where notifications go."""
+class NamedDef:
+    """A validated document of a kind other than Task (a channel, a calendar): its
+    name, canonical document and hash, and where it came from."""
 
     name: str
     document: dict[str, Any] = field(compare=False, hash=False)
     hash: str
     source_file: str
     source_line: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelDef(NamedDef):
+    """A validated ``kind: Channel`` as found in the manifests (see ``core/channels.py``
+    for its manifest model): where notifications go."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -682,10 +568,13 @@ class DesiredState:
 
     tasks: tuple[TaskDef, ...]
     errors: tuple[ManifestError, ...] = ()
-    channels: tuple[ChannelDef, ...] = ()
+    channels: tuple[NamedDef, ...] = ()
     failed_files: frozenset[str] = frozenset()
     frozen_names: frozenset[str] = frozenset()
     frozen_channels: frozenset[str] = frozenset()
+    #: ``kind: Calendar`` documents (:class:`~reconciler.core.calendars.CalendarDef`)
+    calendars: tuple[NamedDef, ...] = ()
+    frozen_calendars: frozenset[str] = frozenset()
     files: frozenset[str] = frozenset()
     directory_missing: bool = False
 

@@ -21,8 +21,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from reconciler.core.model import ChannelDef, DesiredState, ManifestError, TaskDef, TaskManifest
-from reconciler.core.runtime import ActualChannel, ActualTask, SuspendOverride
+from reconciler.core.model import DesiredState, ManifestError, NamedDef, TaskDef, TaskManifest
+from reconciler.core.runtime import ActualObject, ActualTask, SuspendOverride
 
 UNSET: Any = None  # how an absent value prints in a field change
 
@@ -63,15 +63,20 @@ class TaskChange(NamedTuple):
         )
 
 
-class ChannelChange(NamedTuple):
-    """What happens to one ``kind: Channel`` (the same actions as a task's)."""
+class ObjectChange(NamedTuple):
+    """What happens to one ``kind: Channel`` or ``kind: Calendar`` (the same actions as
+    a task's)."""
 
     name: str
     action: Action
-    desired: ChannelDef | None = None
-    actual: ActualChannel | None = None
+    desired: NamedDef | None = None
+    actual: ActualObject | None = None
     changes: tuple[FieldChange, ...] = ()
     reason: str | None = None
+
+
+ChannelChange = ObjectChange
+CalendarChange = ObjectChange
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +106,7 @@ class Plan:
     drift: tuple[Drift, ...] = ()
     refusals: tuple[str, ...] = ()
     channels: tuple[ChannelChange, ...] = ()
+    calendars: tuple[CalendarChange, ...] = ()
 
     def of(self, action: Action) -> tuple[TaskChange, ...]:
         return tuple(c for c in self.changes if c.action is action)
@@ -127,11 +133,14 @@ class Plan:
     def channels_of(self, action: Action) -> tuple[ChannelChange, ...]:
         return tuple(c for c in self.channels if c.action is action)
 
+    def calendars_of(self, action: Action) -> tuple[CalendarChange, ...]:
+        return tuple(c for c in self.calendars if c.action is action)
+
     @property
     def has_changes(self) -> bool:
         writes = (Action.CREATE, Action.UPDATE, Action.DELETE)
         return any(c.action in writes for c in self.changes) or any(
-            c.action in writes for c in self.channels)
+            c.action in writes for c in (*self.channels, *self.calendars))
 
     @property
     def refused(self) -> bool:
@@ -142,11 +151,13 @@ def plan(
     desired: DesiredState,
     actual: Iterable[ActualTask],
     options: SafetyOptions = DEFAULT_SAFETY,
-    channels: Iterable[ActualChannel] = (),
+    channels: Iterable[ActualObject] = (),
+    calendars: Iterable[ActualObject] = (),
 ) -> Plan:
     """Compare the manifests with the runtime table and say what apply would do.
 
-    ``channels``: the table's channels (``kind: Channel``), planned the same way.
+    ``channels`` and ``calendars``: the table's channels (``kind: Channel``) and
+    calendars (``kind: Calendar``), planned the same way.
     """
     actual_by_name = {t.name: t for t in actual}
     desired_by_name: dict[str, TaskDef] = {}
@@ -185,57 +196,79 @@ def plan(
             note = f": {have.override.note}" if have.override.note else ""
             drift.append(Drift(name, f"{state} at run time{by}{note}", have.override))
 
-    channel_changes = plan_channels(desired, channels, empty_guard)
+    channel_changes = plan_objects(desired, desired.channels, desired.frozen_channels,
+                                   channels, empty_guard)
+    calendar_changes = plan_objects(desired, desired.calendars, desired.frozen_calendars,
+                                    calendars, empty_guard)
     refusals = _refusals(desired, changes, options)
-    refusals += _referenced_deletes(changes, channel_changes)
+    refusals += _referenced_deletes(changes, channel_changes, _CHANNEL_USES)
+    refusals += _referenced_deletes(changes, calendar_changes, _CALENDAR_USES)
     if empty_guard:  # nothing would be applied anyway; say so like any other refusal
         refusals.insert(0, empty_guard)
     return Plan(tuple(changes), tuple(desired.errors), tuple(drift), tuple(refusals),
-                tuple(channel_changes))
+                tuple(channel_changes), tuple(calendar_changes))
 
 
-def plan_channels(
-    desired: DesiredState, actual: Iterable[ActualChannel], empty_guard: str | None = None
-) -> list[ChannelChange]:
-    """The channels' changes: the rules of tasks (a channel of a failed file or declared
-    twice is kept; nothing is deleted while the empty-directory guard holds)."""
+def plan_objects(
+    desired: DesiredState, wanted: Iterable[NamedDef], frozen: frozenset[str],
+    actual: Iterable[ActualObject], empty_guard: str | None = None
+) -> list[ObjectChange]:
+    """The changes of channels or calendars: the rules of tasks (one of a failed file
+    or declared twice is kept; nothing is deleted while the empty-directory guard
+    holds)."""
     have_by_name = {c.name: c for c in actual}
-    want_by_name = {c.name: c for c in desired.channels if c.name not in desired.frozen_channels}
-    out: list[ChannelChange] = []
-    for name in sorted(have_by_name.keys() | want_by_name.keys() | desired.frozen_channels):
+    want_by_name = {c.name: c for c in wanted if c.name not in frozen}
+    out: list[ObjectChange] = []
+    for name in sorted(have_by_name.keys() | want_by_name.keys() | frozen):
         have, want = have_by_name.get(name), want_by_name.get(name)
         reason = None
-        if name in desired.frozen_channels:
+        if name in frozen:
             reason = "name declared more than once; fix the duplicate to apply changes"
         elif have is not None and _failed(have.source_file, desired.failed_files):
             reason = f"source file {have.source_file} failed to load"
         elif have is not None and want is None and (empty_guard or desired.directory_missing):
-            reason = empty_guard or "manifests directory is missing; channels kept"
+            reason = empty_guard or "manifests directory is missing; kept"
         if reason is not None:
             if have is not None:
-                out.append(ChannelChange(name, Action.KEEP, want, have, reason=reason))
+                out.append(ObjectChange(name, Action.KEEP, want, have, reason=reason))
         elif have is None:
             assert want is not None
-            out.append(ChannelChange(name, Action.CREATE, desired=want))
+            out.append(ObjectChange(name, Action.CREATE, desired=want))
         elif want is None:
-            out.append(ChannelChange(name, Action.DELETE, actual=have))
+            out.append(ObjectChange(name, Action.DELETE, actual=have))
         elif want.hash == have.hash and want.source_file == have.source_file:
-            out.append(ChannelChange(name, Action.UNCHANGED, want, have))
+            out.append(ObjectChange(name, Action.UNCHANGED, want, have))
         else:
             fields: list[FieldChange] = []
             if want.hash != have.hash:
                 _diff(have.document, want.document, "", fields)
             if want.source_file != have.source_file:
                 fields.append(FieldChange("source.file", have.source_file, want.source_file))
-            out.append(ChannelChange(name, Action.UPDATE, want, have, tuple(fields)))
+            out.append(ObjectChange(name, Action.UPDATE, want, have, tuple(fields)))
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class _Uses:
+    """How a task's spec names objects of one kind, and the refusal's words."""
+
+    kind: str
+    field: str
+    verb: str
+    names: Any  # (spec) -> Iterable[str]
+
+
+_CHANNEL_USES = _Uses("channel", "spec.notify", "notify",
+                      lambda spec: (rule["channel"] for rule in spec.get("notify", ())))
+_CALENDAR_USES = _Uses("calendar", "spec.calendars", "use",
+                       lambda spec: spec.get("calendars", ()))
+
+
 def _referenced_deletes(
-    changes: Iterable[TaskChange], channels: Iterable[ChannelChange]
+    changes: Iterable[TaskChange], objects: Iterable[ObjectChange], uses: _Uses
 ) -> list[str]:
-    """A channel the plan deletes that a task would still name in ``spec.notify``."""
-    deleted = {c.name for c in channels if c.action is Action.DELETE}
+    """A channel or calendar the plan deletes that a task would still name."""
+    deleted = {c.name for c in objects if c.action is Action.DELETE}
     if not deleted:
         return []
     users: dict[str, list[str]] = {}
@@ -245,12 +278,12 @@ def _referenced_deletes(
         source = change.desired if change.action is not Action.KEEP else change.actual
         if source is None:
             continue
-        for rule in source.document["spec"].get("notify", ()):
-            if rule["channel"] in deleted:
-                users.setdefault(rule["channel"], []).append(change.name)
+        for used in uses.names(source.document["spec"]):
+            if used in deleted:
+                users.setdefault(used, []).append(change.name)
     return [
-        f'plan deletes channel "{name}" but task(s) {", ".join(tasks)} still notify it; '
-        "remove it from their spec.notify first"
+        f'plan deletes {uses.kind} "{name}" but task(s) {", ".join(tasks)} still '
+        f"{uses.verb} it; remove it from their {uses.field} first"
         for name, tasks in sorted(users.items())
     ]
 

@@ -15,7 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from reconciler.core.channels import channel_type
 from reconciler.core.impact import LOAD_DAYS, SLOT_DAYS, Impact, LoadPeak
-from reconciler.core.plan import Action, ChannelChange, FieldChange, Plan, TaskChange
+from reconciler.core.plan import (
+    Action,
+    ChannelChange,
+    FieldChange,
+    ObjectChange,
+    Plan,
+    TaskChange,
+)
 from reconciler.core.redaction import redact_change
 
 
@@ -71,6 +78,19 @@ class ChannelChangeDoc(_Doc):
     fields: list[FieldChangeDoc] = []
 
 
+class CalendarChangeDoc(_Doc):
+    name: str
+    action: Literal["create", "update", "delete", "keep"]
+    timeZone: str
+    exclusions: int = Field(description="How many items spec.exclude lists.")
+    sourceFile: str
+    reason: str | None = None
+    fields: list[FieldChangeDoc] = []
+    slots: SlotChangeDoc | None = Field(
+        default=None, description="What the change adds and removes for the tasks that name "
+                                  "the calendar (reconciler diff).")
+
+
 class ErrorDoc(_Doc):
     file: str
     line: int | None
@@ -118,6 +138,9 @@ class PlanDocument(_Doc):
     drift: list[DriftDoc]
     channels: list[ChannelChangeDoc] = Field(
         default=[], description="Changes of kind: Channel manifests (unchanged ones left out).")
+    calendars: list[CalendarChangeDoc] = Field(
+        default=[], description="Changes of kind: Calendar manifests (unchanged ones left "
+                                "out).")
     load: LoadDoc | None = Field(
         default=None, description="Slots starting in the same minute, before and after "
                                   "(reconciler diff).")
@@ -150,6 +173,24 @@ def _channel_doc(change: ChannelChange) -> ChannelChangeDoc:
         sourceFile=source.source_file,
         reason=change.reason,
         fields=[_field_doc(f) for f in change.changes],
+    )
+
+
+def _calendar_doc(change: ObjectChange, impact: Impact | None) -> CalendarChangeDoc:
+    source = change.desired or change.actual
+    assert source is not None
+    spec = source.document.get("spec", {})
+    delta = impact.calendar_deltas.get(change.name) if impact is not None else None
+    return CalendarChangeDoc(
+        name=change.name,
+        action=change.action.value,
+        timeZone=spec.get("timeZone", "UTC"),
+        exclusions=len(spec.get("exclude", ())),
+        sourceFile=source.source_file,
+        reason=change.reason,
+        fields=[_field_doc(f) for f in change.changes],
+        slots=SlotChangeDoc(added=delta.added, removed=delta.removed, days=SLOT_DAYS)
+        if delta is not None else None,
     )
 
 
@@ -198,5 +239,7 @@ def plan_document(plan: Plan, impact: Impact | None = None,
             for d in plan.drift
         ],
         channels=[_channel_doc(c) for c in plan.channels if c.action is not Action.UNCHANGED],
+        calendars=[_calendar_doc(c, impact) for c in plan.calendars
+                   if c.action is not Action.UNCHANGED],
         load=load_doc(impact, max_concurrent_runs) if impact is not None else None,
     )

@@ -23,6 +23,7 @@ from reconciler.core.outbox import (
 )
 from reconciler.core.plan import Plan
 from reconciler.core.runtime import (
+    ActualCalendar,
     ActualChannel,
     ActualTask,
     ApplyRecord,
@@ -71,6 +72,9 @@ class TaskStore(Protocol):
 
     def load_channels(self) -> list[ActualChannel]:
         """Every channel (``kind: Channel``), by name; ``apply_plan`` writes them."""
+
+    def load_calendars(self) -> list[ActualCalendar]:
+        """Every calendar (``kind: Calendar``), by name; ``apply_plan`` writes them."""
 
     def get_tasks(self, names: Sequence[str]) -> list[ActualTask]:
         """The live tasks among ``names``, by name; unknown and deleted names are left out."""
@@ -153,6 +157,9 @@ class ReadModel(Protocol):
 
     def ping(self) -> None:
         """Raise ``StoreError`` when the store cannot be reached."""
+
+    def load_calendars(self) -> list[ActualCalendar]:
+        """Every calendar, for the next fire times of the tasks that name one."""
 
     def latest_runs(
         self, names: Sequence[str] | None = None, *, executed: bool = False

@@ -99,8 +99,9 @@ class ActualTask:
 
 
 @dataclass(frozen=True, slots=True)
-class ActualChannel:
-    """One row of the ``channels`` table (a deleted channel's row is removed)."""
+class ActualObject:
+    """One row of the table of a kind other than Task (``channels``, ``calendars``); a
+    deleted object's row is removed."""
 
     name: str
     document: dict[str, Any] = field(compare=False, hash=False)
@@ -109,6 +110,16 @@ class ActualChannel:
     source_file: str
     source_revision: str | None = None
     updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ActualChannel(ActualObject):
+    """One row of the ``channels`` table."""
+
+
+@dataclass(frozen=True, slots=True)
+class ActualCalendar(ActualObject):
+    """One row of the ``calendars`` table."""
 
 
 @dataclass(frozen=True, slots=True)

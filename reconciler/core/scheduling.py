@@ -21,10 +21,10 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from reconciler.core._spread import stable_int
 from reconciler.core.durations import format_duration
@@ -130,6 +130,22 @@ def _instant(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
+def not_excluded(seconds: list[int], exclusions: tuple[Exclusion, ...]) -> list[int]:
+    """The slots (Unix seconds) that no exclusion removes."""
+    if not exclusions:
+        return seconds
+    return [s for s in seconds if not any(e.excludes(_instant(s)) for e in exclusions)]
+
+
+_E = TypeVar("_E", bound=Exclusion)
+
+
+def task_exclusions(names: Sequence[str], calendars: Mapping[str, _E]) -> tuple[_E, ...]:
+    """The exclusions ``spec.calendars`` names, in order (a name not among
+    ``calendars`` excludes nothing: the loader and the plan keep that from happening)."""
+    return tuple(calendars[n] for n in names if n in calendars)
+
+
 #: How many excluded slots in a row a search skips before it gives up.
 MAX_EXCLUDED_IN_A_ROW = 10_000
 _MILLISECOND = timedelta(milliseconds=1)
@@ -167,8 +183,12 @@ class TaskSlots(SlotSteps):
         )
 
     @classmethod
-    def from_document(cls, document: dict[str, Any]) -> TaskSlots:
-        return cls.of(TaskManifest.model_validate(document))
+    def from_document(cls, document: dict[str, Any],
+                      calendars: Mapping[str, Exclusion]) -> TaskSlots:
+        """A stored document's slots, less what the calendars it names exclude
+        (``calendars``: every calendar by name, e.g. from the store)."""
+        manifest = TaskManifest.model_validate(document)
+        return cls.of(manifest, task_exclusions(manifest.spec.calendars, calendars))
 
     def excluded_by(self, slot: datetime) -> str | None:
         """The name of the first exclusion that removes ``slot`` (None: it runs)."""
@@ -227,9 +247,7 @@ class TaskSlots(SlotSteps):
         :meth:`between`, counted by arithmetic (for ``diff``'s counts over weeks)."""
         found = window_seconds(self.schedules.expressions, self.schedules.time_zone,
                                self.name, self.window, start, end)
-        if self.exclusions:
-            found = [s for s in found if self.excluded_by(_instant(s)) is None]
-        return found
+        return not_excluded(found, self.exclusions)
 
     def start_seconds(self, slots: list[int]) -> list[int]:
         """The starts of ``slots`` (Unix seconds, ascending, from :meth:`slot_seconds`)
@@ -333,11 +351,24 @@ class TaskPolicy:
 
     @classmethod
     def from_document(
-        cls, name: str, generation: int, document: dict[str, Any], suspended: bool
+        cls, name: str, generation: int, document: dict[str, Any], suspended: bool,
+        calendars: Mapping[str, Exclusion],
     ) -> TaskPolicy:
+        """``calendars``: every calendar by name; the task's own (``spec.calendars``)
+        remove slots, and a changed one makes a different policy (policies compare by
+        their slots)."""
         m = TaskManifest.model_validate(document)
-        return cls(name=name, generation=generation, schedule=TaskSlots.of(m),
+        slots = TaskSlots.of(m, task_exclusions(m.spec.calendars, calendars))
+        return cls(name=name, generation=generation, schedule=slots,
                    suspended=suspended, manifest=m)
+
+    def current(self, generation: int, suspended: bool,
+                calendars: Mapping[str, Exclusion]) -> bool:
+        """Whether this policy still holds for a row of ``generation`` and ``suspended``
+        with ``calendars``: False when a calendar the task names changed (re-plan it)."""
+        return (self.generation == generation and self.suspended == suspended
+                and self.schedule.exclusions == task_exclusions(self.spec.calendars,
+                                                                calendars))
 
 
 class Verdict(enum.StrEnum):

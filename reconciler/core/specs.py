@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pydantic import BaseModel
+
+from reconciler.core.calendars import CalendarManifest
 from reconciler.core.channels import ChannelManifest
 from reconciler.core.model import TaskManifest
 from reconciler.core.notify import NotificationEvent
@@ -47,10 +50,17 @@ def plan_schema() -> dict[str, Any]:
     return {"$schema": SCHEMA_DIALECT, "$id": SCHEMA_BASE + "plan.schema.json", **schema}
 
 
+def _manifest_schema(model: type[BaseModel], file: str) -> dict[str, Any]:
+    schema = close_keyed_maps(model.model_json_schema(by_alias=True, mode="validation"))
+    return {"$schema": SCHEMA_DIALECT, "$id": SCHEMA_BASE + file, **schema}
+
+
 def channel_schema() -> dict[str, Any]:
-    schema = close_keyed_maps(
-        ChannelManifest.model_json_schema(by_alias=True, mode="validation"))
-    return {"$schema": SCHEMA_DIALECT, "$id": SCHEMA_BASE + "channel.schema.json", **schema}
+    return _manifest_schema(ChannelManifest, "channel.schema.json")
+
+
+def calendar_schema() -> dict[str, Any]:
+    return _manifest_schema(CalendarManifest, "calendar.schema.json")
 
 
 def notification_schema() -> dict[str, Any]:
@@ -60,7 +70,8 @@ def notification_schema() -> dict[str, Any]:
 
 
 SPECS = {"task.schema.json": task_schema, "plan.schema.json": plan_schema,
-         "channel.schema.json": channel_schema, "notification.schema.json": notification_schema}
+         "channel.schema.json": channel_schema, "notification.schema.json": notification_schema,
+         "calendar.schema.json": calendar_schema}
 
 
 def render(schema: dict[str, Any]) -> str:

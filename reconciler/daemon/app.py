@@ -34,6 +34,7 @@ from typing import Any
 
 from kazoo.exceptions import KazooException
 
+from reconciler.core.calendars import calendars_of
 from reconciler.core.clock import Clock
 from reconciler.core.errors import ReconcilerError
 from reconciler.core.isolation import HostFacts
@@ -166,6 +167,7 @@ class Daemon:
         self.resync_now = asyncio.Event()
         self._override_marker: Any = None
         self.actual: dict[str, ActualTask] | None = None
+        self._calendar_hashes: dict[str, str] | None = None  # as the scheduler has them
         self.full_resync = False
         self.changed_paths: set[str] = set()
         #: Runs abandoned at start-up, retried once the first sync knows their tasks.
@@ -227,11 +229,26 @@ class Daemon:
             log.error("reading the runtime table failed: %s", exc)
             return
         self.actual = {r.name: r for r in rows}
+        await self._refresh_calendars()  # a changed calendar re-plans its tasks in the sync
         if self._started:
             await self.scheduler.sync(rows, full=True)
         else:
             await self._start_schedule(rows)
         await self._write_status()
+
+    async def _refresh_calendars(self) -> bool:
+        """Give the scheduler the calendars of the table; True when they changed."""
+        try:
+            rows = await self.worker.call(self.store.load_calendars)
+        except ReconcilerError as exc:
+            log.error("reading the calendars failed: %s", exc)
+            return False
+        hashes = {r.name: r.hash for r in rows}
+        if hashes == self._calendar_hashes:
+            return False
+        self._calendar_hashes = hashes
+        self.scheduler.calendars = calendars_of((r.name, r.document) for r in rows)
+        return True
 
     async def _start_schedule(self, rows: list[ActualTask]) -> None:
         """The first sync: decide the slots missed while down, then queue the retries
@@ -318,6 +335,9 @@ class Daemon:
             log.error("plan refused: %s", reason)
         changed = {c.name for c in result.plan.changes
                    if c.action in (Action.CREATE, Action.UPDATE, Action.DELETE)}
+        calendars = any(c.action in (Action.CREATE, Action.UPDATE, Action.DELETE)
+                        for c in result.plan.calendars)
+        recal = (initial or full or calendars) and await self._refresh_calendars()
         if initial:
             rows = await self.worker.bulk(self.store.load_tasks)
             self.actual = {r.name: r for r in rows}
@@ -331,6 +351,9 @@ class Daemon:
             for name in changed:
                 self.actual.pop(name, None)
             self.actual.update((r.name, r) for r in rows if r.name in changed)
+        if recal and not initial and self.actual is not None:
+            # the tasks that name a changed calendar: planned again with it
+            await self.scheduler.sync(list(self.actual.values()), full=True)
         if result.applied is not None:
             a = result.applied
             log.info("applied%s: %d created, %d updated, %d deleted",

@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -49,6 +49,7 @@ from reconciler.core.runtime import ActualTask, RunRecord, RunStatus, Trigger
 from reconciler.core.scheduling import (
     Entry,
     EntryKind,
+    Exclusion,
     SlotDecision,
     TaskPolicy,
     Timeline,
@@ -111,6 +112,8 @@ class Scheduler:
         self.clock = clock
         self.config = config or SchedulerConfig()
         self.tasks: dict[str, TaskState] = {}
+        #: Every calendar by name (the daemon sets it from the table before a sync)
+        self.calendars: Mapping[str, Exclusion] = {}
         self.timeline = Timeline()
         self.wake = asyncio.Event()
         self.accepting = True
@@ -163,15 +166,12 @@ class Scheduler:
             seen.add(row.name)
             self.listener.task_row(row)
             state = self.tasks.get(row.name)
-            if (
-                state is not None
-                and state.policy.generation == row.generation
-                and state.policy.suspended == row.suspended
-            ):
+            if state is not None and state.policy.current(row.generation, row.suspended,
+                                                          self.calendars):
                 continue
             try:
                 policy = TaskPolicy.from_document(
-                    row.name, row.generation, row.document, row.suspended
+                    row.name, row.generation, row.document, row.suspended, self.calendars
                 )
             except (ValueError, ReconcilerError) as exc:
                 log.error("task %s: stored spec is unusable: %s", row.name, exc)

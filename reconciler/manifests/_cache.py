@@ -114,8 +114,9 @@ def _updated(
         old = old_entries.get(rel)
         if result.errors or span is None or old is None:
             return None
-        if result.channels or old.result.channels or result.references:
-            return None  # channels and their references are checked across files
+        if (result.channels or old.result.channels or result.references or result.calendars
+                or old.result.calendars or result.calendar_references):
+            return None  # channels, calendars and references are checked across files
         if [t.name for t in result.tasks] != [t.name for t in old.result.tasks]:
             return None
         tasks[span[0] : span[1]] = result.tasks

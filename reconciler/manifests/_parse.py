@@ -11,9 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Final
 
+from reconciler.core.calendars import CALENDAR_KIND, CalendarDef
 from reconciler.core.channels import CHANNEL_KIND
-from reconciler.core.model import ChannelDef, ManifestError, TaskDef
-from reconciler.manifests._validate import KINDS, identify, notify_references, validate_document
+from reconciler.core.model import ManifestError, NamedDef, TaskDef
+from reconciler.manifests._validate import (
+    KINDS,
+    calendar_references,
+    identify,
+    notify_references,
+    validate_document,
+)
 from reconciler.manifests._yaml import (
     Constructor,
     YamlProblem,
@@ -38,11 +45,16 @@ class FileResult:
     #: (name, line, column) of every ``metadata.name`` declared by a Task document,
     #: valid or not: duplicates are detected across all of them.
     names: tuple[tuple[str, int, int], ...] = ()
-    channels: tuple[ChannelDef, ...] = ()
+    channels: tuple[NamedDef, ...] = ()
     #: (name, line, column) of every Channel document's ``metadata.name``.
     channel_names: tuple[tuple[str, int, int], ...] = ()
     #: (task, channel, line, column, field) of every ``spec.notify[i].channel``.
     references: tuple[tuple[str, str, int, int, str], ...] = ()
+    calendars: tuple[NamedDef, ...] = ()
+    #: (name, line, column) of every Calendar document's ``metadata.name``.
+    calendar_names: tuple[tuple[str, int, int], ...] = ()
+    #: (task, calendar, line, column, field) of every ``spec.calendars[i]``.
+    calendar_references: tuple[tuple[str, str, int, int, str], ...] = ()
 
 
 def _file_error(label: str, message: str) -> FileResult:
@@ -79,10 +91,13 @@ def parse_file(data: bytes, *, label: str, source_file: str | None = None) -> Fi
             "no tasks, or delete the file to delete its tasks", 1, 1),))
     errors: list[ManifestError] = []
     tasks: list[TaskDef] = []
-    channels: list[ChannelDef] = []
+    channels: list[NamedDef] = []
+    calendars: list[NamedDef] = []
     names: list[tuple[str, int, int]] = []
-    channel_names: list[tuple[str, int, int]] = []
+    declared = {CHANNEL_KIND: list[tuple[str, int, int]](),
+                CALENDAR_KIND: list[tuple[str, int, int]]()}
     references: list[tuple[str, str, int, int, str]] = []
+    calendar_refs: list[tuple[str, str, int, int, str]] = []
     try:
         source = prepare(data)
         constructor = Constructor(aliases_possible=may_have_aliases(source))
@@ -102,8 +117,8 @@ def parse_file(data: bytes, *, label: str, source_file: str | None = None) -> Fi
             identity = identify(root)
             name = identity.name
             if name is not None and identity.name_node is not None and identity.kind in KINDS:
-                declared = channel_names if identity.kind == CHANNEL_KIND else names
-                declared.append((name, *mark_position(identity.name_node)))
+                declared.get(identity.kind, names).append(
+                    (name, *mark_position(identity.name_node)))
             seen = len(constructor.problems)
             try:
                 value = constructor.construct(root)
@@ -125,6 +140,9 @@ def parse_file(data: bytes, *, label: str, source_file: str | None = None) -> Fi
             if isinstance(task, TaskDef):
                 tasks.append(task)
                 references += ((task.name, *ref) for ref in notify_references(root))
+                calendar_refs += ((task.name, *ref) for ref in calendar_references(root))
+            elif isinstance(task, CalendarDef):
+                calendars.append(task)
             elif task is not None:
                 channels.append(task)
             errors.extend(found)
@@ -132,9 +150,11 @@ def parse_file(data: bytes, *, label: str, source_file: str | None = None) -> Fi
         errors.append(_problem(label, problem, None))
     if errors:
         return FileResult((), _reported(label, errors), tuple(names),
-                          channel_names=tuple(channel_names))
-    return FileResult(tuple(tasks), (), tuple(names), tuple(channels), tuple(channel_names),
-                      tuple(references))
+                          channel_names=tuple(declared[CHANNEL_KIND]),
+                          calendar_names=tuple(declared[CALENDAR_KIND]))
+    return FileResult(tuple(tasks), (), tuple(names), tuple(channels),
+                      tuple(declared[CHANNEL_KIND]), tuple(references), tuple(calendars),
+                      tuple(declared[CALENDAR_KIND]), tuple(calendar_refs))
 
 
 #: Longest message or field path in an error: a value of 5,000 characters that an error

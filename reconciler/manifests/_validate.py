@@ -27,13 +27,14 @@ from typing import TYPE_CHECKING, Any, Final
 from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from reconciler.core.calendars import CALENDAR_KIND, CalendarManifest, calendar_def, check_calendar
 from reconciler.core.channels import CHANNEL_KIND, ChannelManifest, channel_def
 from reconciler.core.isolation import HOST_FIELDS, with_field_lines
 from reconciler.core.model import (
     API_VERSION,
     KIND,
-    ChannelDef,
     ManifestError,
+    NamedDef,
     TaskDef,
     TaskManifest,
 )
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 class _Kind:
     api_versions: tuple[str, ...]
     model: type[BaseModel]
-    build: Callable[[Any, str, int], TaskDef | ChannelDef]
+    build: Callable[[Any, str, int], TaskDef | NamedDef]
     #: What the fields cannot say alone (the core's rules across fields), as
     #: (field path, message) problems located in the file like pydantic's errors.
     check: Callable[[Any], list[FieldProblem]]
@@ -59,9 +60,14 @@ def _build_task(manifest: Any, source_file: str, source_line: int) -> TaskDef:
     return TaskDef.from_manifest(manifest, source_file=source_file, source_line=source_line)
 
 
-def _build_channel(manifest: Any, source_file: str, source_line: int) -> ChannelDef:
+def _build_channel(manifest: Any, source_file: str, source_line: int) -> NamedDef:
     assert isinstance(manifest, ChannelManifest)
     return channel_def(manifest, source_file, source_line)
+
+
+def _build_calendar(manifest: Any, source_file: str, source_line: int) -> NamedDef:
+    assert isinstance(manifest, CalendarManifest)
+    return calendar_def(manifest, source_file, source_line)
 
 
 def _check_task(manifest: Any) -> list[FieldProblem]:
@@ -73,25 +79,43 @@ def _check_channel(manifest: Any) -> list[FieldProblem]:
     return []  # a channel's rules are all in its fields
 
 
+def _check_calendar(manifest: Any) -> list[FieldProblem]:
+    assert isinstance(manifest, CalendarManifest)
+    return check_calendar(manifest)
+
+
 #: Supported ``kind`` values and, for each, the ``apiVersion`` values it accepts.
 KINDS: Final[dict[str, _Kind]] = {
     KIND: _Kind((API_VERSION,), TaskManifest, _build_task, _check_task),
     CHANNEL_KIND: _Kind((API_VERSION,), ChannelManifest, _build_channel, _check_channel),
+    CALENDAR_KIND: _Kind((API_VERSION,), CalendarManifest, _build_calendar, _check_calendar),
 }
 
 
 def notify_references(root: Node) -> tuple[tuple[str, int, int, str], ...]:
     """``(channel, line, column, field)`` of every ``spec.notify[i].channel`` of a valid
     Task document, for the cross-document check that the channel exists."""
+    return _references(root, "notify", "channel")
+
+
+def calendar_references(root: Node) -> tuple[tuple[str, int, int, str], ...]:
+    """``(calendar, line, column, field)`` of every ``spec.calendars[i]`` of a valid
+    Task document, for the cross-document check that the calendar exists."""
+    return _references(root, "calendars", None)
+
+
+def _references(root: Node, key: str, item_key: str | None
+                ) -> tuple[tuple[str, int, int, str], ...]:
     found = child(root, "spec")
-    rules = child(found[1], "notify") if found else None
+    items = child(found[1], key) if found else None
     out = []
-    if rules is not None and isinstance(rules[1], SequenceNode):
-        for i, rule in enumerate(rules[1].value):
-            name = child(rule, "channel")
+    if items is not None and isinstance(items[1], SequenceNode):
+        for i, item in enumerate(items[1].value):
+            name = child(item, item_key) if item_key is not None else (None, item)
             if name is not None and isinstance(name[1], ScalarNode):
                 line, column = mark_position(name[1])
-                out.append((name[1].value, line, column, f"spec.notify[{i}].channel"))
+                field = f"spec.{key}[{i}]" + (f".{item_key}" if item_key else "")
+                out.append((name[1].value, line, column, field))
     return tuple(out)
 
 
@@ -196,7 +220,7 @@ def validate_document(
     source_file: str,
     task: str | None = None,
     max_errors: int | None = None,
-) -> tuple[TaskDef | ChannelDef | None, list[ManifestError]]:
+) -> tuple[TaskDef | NamedDef | None, list[ManifestError]]:
     """Validate one constructed document; exactly one of the results is meaningful.
 
     ``task`` is the document's name for error messages (see :func:`identify`);
@@ -608,6 +632,7 @@ def _model_named(model: type[BaseModel], name: str) -> type[BaseModel] | None:
 __all__ = [
     "KINDS",
     "Identity",
+    "calendar_references",
     "child",
     "format_path",
     "identify",

@@ -45,9 +45,10 @@ YAML
     ``!!binary``, ``!!set``), duplicate keys in a mapping (not "last wins"), merge keys
     ``<<`` (refused rather than supported: they hide where a value comes from; write
     the keys out), non-scalar mapping keys, recursive aliases. A document must be a
-    mapping with ``kind`` (``Task`` or ``Channel``) and an ``apiVersion`` that kind supports
-    (``reconciler/v1``). UTF-8 (with or without BOM) is read as is; UTF-16/UTF-32 with
-    a BOM are decoded; NUL bytes (binary, UTF-16 without BOM) are refused.
+    mapping with ``kind`` (``Task``, ``Channel`` or ``Calendar``) and an ``apiVersion``
+    that kind supports (``reconciler/v1``). UTF-8 (with or without BOM) is read as is;
+    UTF-16/UTF-32 with a BOM are decoded; NUL bytes (binary, UTF-16 without BOM) are
+    refused.
 
 Limits
     :data:`MAX_FILE_BYTES` (from the size, before reading), :data:`MAX_NODES_PER_DOCUMENT`
@@ -80,10 +81,10 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from reconciler.core.errors import ManifestLoadError
-from reconciler.core.model import ChannelDef, DesiredState, ManifestError, TaskDef
+from reconciler.core.model import DesiredState, ManifestError, NamedDef, TaskDef
 from reconciler.manifests._cache import (
     LoadCache,
     LoadStats,
@@ -164,24 +165,37 @@ def _duplicates(
     return errors
 
 
-def _unknown_channels(
+def _channel_refs(result: FileResult) -> Sequence[tuple[str, str, int, int, str]]:
+    return result.references
+
+
+def _calendar_refs(result: FileResult) -> Sequence[tuple[str, str, int, int, str]]:
+    return result.calendar_references
+
+
+def _unknown(
     order: Sequence[str],
     results: Mapping[str, FileResult],
     labels: Mapping[str, str] | None,
-    channels: Collection[str],
-) -> list[ManifestError]:
-    """``spec.notify`` naming a channel that no manifest declares (a channel declared in
-    a file with errors counts as declared: the table keeps it)."""
+    declared: Collection[str],
+    refs: Callable[[FileResult], Sequence[tuple[str, str, int, int, str]]],
+    kind: str,
+) -> tuple[list[ManifestError], set[str]]:
+    """References (``spec.notify``, ``spec.calendars``) to a channel or calendar that no
+    manifest declares (one declared in a file with errors counts as declared: the table
+    keeps it); the errors and the files they are in."""
     errors = []
+    files = set()
     for source_file in order:
-        for task, channel, line, column, field in results[source_file].references:
-            if channel not in channels:
+        for task, name, line, column, field in refs(results[source_file]):
+            if name not in declared:
                 label = labels[source_file] if labels else source_file
-                known = ", ".join(sorted(channels)[:10]) or "none"
+                known = ", ".join(sorted(declared)[:10]) or "none"
                 errors.append(ManifestError(
-                    label, f'unknown channel "{channel}" (no kind: Channel manifest declares '
-                    f"it; declared: {known})", line, column, task, field))
-    return errors
+                    label, f'unknown {kind.lower()} "{name}" (no kind: {kind} manifest '
+                    f"declares it; declared: {known})", line, column, task, field))
+                files.add(source_file)
+    return errors, files
 
 
 def _assemble(
@@ -198,12 +212,15 @@ def _assemble(
     """
     first: dict[str, tuple[str, int]] = {}
     first_channel: dict[str, tuple[str, int]] = {}
+    first_calendar: dict[str, tuple[str, int]] = {}
     frozen: set[str] = set()
     frozen_channels: set[str] = set()
+    frozen_calendars: set[str] = set()
     failed: set[str] = set()
     errors: list[ManifestError] = []
     tasks: list[TaskDef] = []
-    channels: list[ChannelDef] = []
+    channels: list[NamedDef] = []
+    calendars: list[NamedDef] = []
     for source_file in order:
         result = results[source_file]
         if result.errors:
@@ -214,27 +231,33 @@ def _assemble(
             (_duplicates(result.names, label, first, "task"), frozen),
             (_duplicates(result.channel_names, label, first_channel, "channel"),
              frozen_channels),
+            (_duplicates(result.calendar_names, label, first_calendar, "calendar"),
+             frozen_calendars),
         ):
             if found:
                 failed.add(source_file)
                 errors += found
                 names.update(e.task for e in found if e.task)
         channels += result.channels
+        calendars += result.calendars
         if offsets is not None:
             start = len(tasks)
             tasks += result.tasks
             offsets[source_file] = (start, len(tasks))
         else:
             tasks += result.tasks
-    unknown = _unknown_channels(order, results, labels, first_channel.keys())
-    if unknown:
+    for declared, refs, kind in ((first_channel, _channel_refs, "Channel"),
+                                 (first_calendar, _calendar_refs, "Calendar")):
+        unknown, files = _unknown(order, results, labels, declared.keys(), refs, kind)
         errors += unknown
-        failed.update(f for f in order if any(
-            ref[1] not in first_channel for ref in results[f].references))
-    if frozen or frozen_channels or failed:  # files with errors have none, duplicates' do
+        failed |= files
+    if frozen or frozen_channels or frozen_calendars or failed:
+        # files with errors have none, duplicates' do
         tasks = [t for t in tasks if t.name not in frozen and t.source_file not in failed]
         channels = [c for c in channels
                     if c.name not in frozen_channels and c.source_file not in failed]
+        calendars = [c for c in calendars
+                     if c.name not in frozen_calendars and c.source_file not in failed]
         if offsets is not None:
             offsets.clear()  # no incremental updates from a state with errors
     errors.sort(key=lambda e: (e.file, e.line or 0, e.column or 0))
@@ -245,6 +268,8 @@ def _assemble(
         failed_files=frozenset(failed),
         frozen_names=frozenset(frozen),
         frozen_channels=frozenset(frozen_channels),
+        calendars=tuple(calendars),
+        frozen_calendars=frozenset(frozen_calendars),
         files=frozenset(results),
     )
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, Protocol, TypeVar
 
+from reconciler.core.calendars import calendars_of
 from reconciler.core.clock import Clock
 from reconciler.core.errors import (
     DuplicateRunError,
@@ -49,7 +50,14 @@ from reconciler.core.params import (
 )
 from reconciler.core.protocols import NewRun
 from reconciler.core.redaction import redact
-from reconciler.core.runtime import ActualTask, RunRecord, RunStatus, SuspendOverride, Trigger
+from reconciler.core.runtime import (
+    ActualCalendar,
+    ActualTask,
+    RunRecord,
+    RunStatus,
+    SuspendOverride,
+    Trigger,
+)
 from reconciler.core.scheduling import TaskSlots, Verdict, concurrency_verdict
 
 log = logging.getLogger("reconciler.operations")
@@ -66,6 +74,8 @@ class OperationsStore(Protocol):
     """The store calls the operations make (a subset of the store's ports)."""
 
     def get_task(self, name: str, *, include_deleted: bool = False) -> ActualTask | None: ...
+
+    def load_calendars(self) -> list[ActualCalendar]: ...
 
     def set_override(self, name: str, override: SuspendOverride | None) -> ActualTask: ...
 
@@ -295,7 +305,9 @@ class TaskOperations:
                         ) -> tuple[RunRecord | None, str | None]:
         now = self.clock.now()
         try:
-            slot = TaskSlots.from_document(row.document).previous_before(now)
+            rows = await self.call(self.store.load_calendars)
+            calendars = calendars_of((c.name, c.document) for c in rows)
+            slot = TaskSlots.from_document(row.document, calendars).previous_before(now)
         except (ReconcilerError, ValueError) as exc:
             return None, f"the schedule cannot be read: {exc}"
         since = before.override.at if before.override and before.override.suspended else None

@@ -20,7 +20,13 @@ from reconciler.core.isolation import HostFacts, admit_on_host
 from reconciler.core.model import DesiredState
 from reconciler.core.plan import DEFAULT_SAFETY, Plan, SafetyOptions, plan
 from reconciler.core.protocols import TaskStore
-from reconciler.core.runtime import ActualChannel, ActualTask, ApplyRecord, GitRevision
+from reconciler.core.runtime import (
+    ActualCalendar,
+    ActualChannel,
+    ActualTask,
+    ApplyRecord,
+    GitRevision,
+)
 from reconciler.manifests import LoadCache, load_directory
 from reconciler.manifests.git import detect_revision
 
@@ -62,7 +68,8 @@ def make_plan(
     if host is not None:
         desired = admit_on_host(desired, host)
     tasks = store.load_tasks() if actual is None else actual
-    return desired, plan(desired, tasks, options, store.load_channels())
+    return desired, plan(desired, tasks, options, store.load_channels(),
+                         store.load_calendars())
 
 
 def apply(
@@ -124,3 +131,9 @@ def channels_from_desired(desired: DesiredState) -> Iterable[ActualChannel]:
     """Treat manifests' channels (e.g. at a git ref) as if they were the runtime table."""
     for channel in desired.channels:
         yield ActualChannel(channel.name, channel.document, channel.hash, 1, channel.source_file)
+
+
+def calendars_from_desired(desired: DesiredState) -> Iterable[ActualCalendar]:
+    """Treat manifests' calendars (e.g. at a git ref) as if they were the runtime table."""
+    for c in desired.calendars:
+        yield ActualCalendar(c.name, c.document, c.hash, 1, c.source_file)

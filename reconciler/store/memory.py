@@ -25,10 +25,12 @@ from typing import Any, Self
 from reconciler.core.clock import Clock, SystemClock
 from reconciler.core.errors import PlanRefusedError, StoreError, TaskNotFoundError
 from reconciler.core.outbox import NotifyBuilder
-from reconciler.core.plan import Action, ChannelChange, Plan, TaskChange
+from reconciler.core.plan import Action, ObjectChange, Plan, TaskChange
 from reconciler.core.protocols import NewRun
 from reconciler.core.runtime import (
+    ActualCalendar,
     ActualChannel,
+    ActualObject,
     ActualTask,
     ApplyRecord,
     GitRevision,
@@ -107,6 +109,34 @@ def _copy_json(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return None if value is None else dict(json.loads(dumps_json(dict(value))))
 
 
+def _fields(row: ActualObject) -> dict[str, Any]:
+    return {f: getattr(row, f) for f in ActualObject.__dataclass_fields__}
+
+
+def _stale_object(change: ObjectChange, rows: dict[str, ActualObject]) -> bool:
+    """Whether a planned channel or calendar write no longer matches the row."""
+    row = rows.get(change.name)
+    if change.action is Action.CREATE:
+        return row is not None
+    if change.action in (Action.UPDATE, Action.DELETE):
+        assert change.actual is not None
+        return row is None or row.generation != change.actual.generation
+    return False
+
+
+def _write_object(change: ObjectChange, rows: dict[str, ActualObject], sha: str | None,
+                  at: datetime) -> None:
+    want, have = change.desired, change.actual
+    if change.action is Action.DELETE:
+        del rows[change.name]
+    elif change.action in (Action.CREATE, Action.UPDATE):
+        assert want is not None
+        generation = 1 if have is None else have.generation + (want.hash != have.hash)
+        rows[change.name] = ActualObject(
+            want.name, json.loads(dumps_json(want.document)), want.hash, generation,
+            want.source_file, sha, at)
+
+
 class MemoryStore(MemoryOutbox):
     """Every port of :class:`~reconciler.core.protocols.Store`, in memory (see above)."""
 
@@ -114,7 +144,8 @@ class MemoryStore(MemoryOutbox):
         self.clock: Clock = clock or SystemClock()
         self._lock = threading.RLock()
         self._tasks: dict[str, _Task] = {}
-        self._channels: dict[str, ActualChannel] = {}
+        self._channels: dict[str, ActualObject] = {}
+        self._calendars: dict[str, ActualObject] = {}
         self._runs: dict[int, RunRecord] = {}
         self._keys: dict[tuple[str, datetime, int], int] = {}
         self._applies: list[tuple[ApplyRecord, dict[str, Any]]] = []
@@ -153,7 +184,11 @@ class MemoryStore(MemoryOutbox):
 
     def load_channels(self) -> list[ActualChannel]:
         with self._lock:
-            return [self._channels[name] for name in sorted(self._channels)]
+            return [ActualChannel(**_fields(self._channels[n])) for n in sorted(self._channels)]
+
+    def load_calendars(self) -> list[ActualCalendar]:
+        with self._lock:
+            return [ActualCalendar(**_fields(self._calendars[n])) for n in sorted(self._calendars)]
 
     def get_task(self, name: str, *, include_deleted: bool = False) -> ActualTask | None:
         with self._lock:
@@ -186,13 +221,16 @@ class MemoryStore(MemoryOutbox):
                 raise StoreError(
                     f"{describe_tasks(stale)} changed since the plan was made; plan again"
                 )
-            stale = [c.name for c in plan.channels if self._stale_channel(c)]
-            if stale:
-                raise StoreError(
-                    f"channel(s) {', '.join(stale)} changed since the plan was made; plan again"
-                )
-            for channel in plan.channels:
-                self._write_channel(channel, sha, at)
+            for kind, changes, rows in (("channel", plan.channels, self._channels),
+                                        ("calendar", plan.calendars, self._calendars)):
+                stale = [c.name for c in changes if _stale_object(c, rows)]
+                if stale:
+                    raise StoreError(f"{kind}(s) {', '.join(stale)} changed since the plan "
+                                     "was made; plan again")
+            for changes, rows in ((plan.channels, self._channels),
+                                  (plan.calendars, self._calendars)):
+                for written in changes:
+                    _write_object(written, rows, sha, at)
             for change in plan.creates:
                 self._create(change, sha, dirty, at)
             for change in plan.updates:
@@ -212,26 +250,6 @@ class MemoryStore(MemoryOutbox):
             )
             self._applies.append((record, summary))
         return record
-
-    def _stale_channel(self, change: ChannelChange) -> bool:
-        row = self._channels.get(change.name)
-        if change.action is Action.CREATE:
-            return row is not None
-        if change.action in (Action.UPDATE, Action.DELETE):
-            assert change.actual is not None
-            return row is None or row.generation != change.actual.generation
-        return False
-
-    def _write_channel(self, change: ChannelChange, sha: str | None, at: datetime) -> None:
-        want, have = change.desired, change.actual
-        if change.action is Action.DELETE:
-            del self._channels[change.name]
-        elif change.action in (Action.CREATE, Action.UPDATE):
-            assert want is not None
-            generation = 1 if have is None else have.generation + (want.hash != have.hash)
-            self._channels[change.name] = ActualChannel(
-                want.name, json.loads(dumps_json(want.document)), want.hash, generation,
-                want.source_file, sha, at)
 
     def _stale(self, change: TaskChange) -> bool:
         """Whether a planned write no longer matches the row (the SQL store's guard)."""

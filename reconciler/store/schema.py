@@ -19,6 +19,8 @@ identity maps and unit-of-work bookkeeping would only cost time.
 * ``channels``: one row per live ``kind: Channel`` (where notifications go); apply
   writes them with the tasks, in the same transaction; a deleted channel's row is
   removed (nothing points at it).
+* ``calendars``: one row per live ``kind: Calendar`` (when the tasks that name it do
+  not run); written like ``channels``, read by the daemon to build the tasks' slots.
 * ``notifications``: the outbox. One row per (channel, event) of a run's outcome,
   written in the transaction of the run's final status (or of a missed slot); the
   sender claims rows (``claimed_by``, ``lease_until``), delivers them and records every
@@ -173,18 +175,25 @@ audit = Table(
     **MYSQL_TABLE_OPTIONS,
 )
 
-channels = Table(
-    "channels",
-    metadata,
-    Column("name", String(63), primary_key=True),
-    Column("document", json_type(), nullable=False),
-    Column("spec_hash", String(64), nullable=False),
-    Column("generation", Integer, nullable=False),
-    Column("source_file", String(1024), nullable=False),
-    Column("source_revision", String(64), nullable=True),
-    Column("updated_at", UTCDateTime, nullable=False),
-    **MYSQL_TABLE_OPTIONS,
-)
+
+def _object_table(name: str) -> Table:
+    """A table of the documents of one kind other than Task, by name."""
+    return Table(
+        name,
+        metadata,
+        Column("name", String(63), primary_key=True),
+        Column("document", json_type(), nullable=False),
+        Column("spec_hash", String(64), nullable=False),
+        Column("generation", Integer, nullable=False),
+        Column("source_file", String(1024), nullable=False),
+        Column("source_revision", String(64), nullable=True),
+        Column("updated_at", UTCDateTime, nullable=False),
+        **MYSQL_TABLE_OPTIONS,
+    )
+
+
+channels = _object_table("channels")
+calendars = _object_table("calendars")
 
 notifications = Table(
     "notifications",

@@ -36,7 +36,7 @@ from reconciler.core.runtime import (
     GitRevision,
     SuspendOverride,
 )
-from reconciler.store.schema import applies, tasks
+from reconciler.store.schema import applies, calendars, tasks
 from reconciler.store.sql_base import (
     CHUNK,
     TASK_COLUMNS,
@@ -115,6 +115,8 @@ class SQLTasks(SQLBase):
                     self._write_deletes(conn, deletes, now)
                 if plan.channels:
                     write_channels(conn, plan.channels, sha, now)
+                if plan.calendars:
+                    write_channels(conn, plan.calendars, sha, now, calendars)
                 result = conn.execute(
                     insert(applies),
                     {
@@ -133,7 +135,8 @@ class SQLTasks(SQLBase):
         except ChannelConflict as conflict:
             stale = ", ".join(conflict.names)
             raise StoreError(
-                f"channel(s) {stale} changed since the plan was made; plan again") from None
+                f"{conflict.kind}(s) {stale} changed since the plan was made; plan again"
+            ) from None
         return ApplyRecord(
             id=apply_id,
             applied_at=now.astimezone(UTC),
@@ -458,12 +461,11 @@ def apply_summary_of(plan: Plan) -> tuple[dict[str, int], dict[str, Any]]:
         "drift": [d.name for d in plan.drift],
         "errors": len(plan.errors),
     }
-    channel_names = {
-        action: [c.name for c in plan.channels_of(Action(action))]
-        for action in ("create", "update", "delete")
-    }
-    if any(channel_names.values()):
-        summary["channels"] = channel_names
+    for key, objects in (("channels", plan.channels_of), ("calendars", plan.calendars_of)):
+        names = {action: [c.name for c in objects(Action(action))]
+                 for action in ("create", "update", "delete")}
+        if any(names.values()):
+            summary[key] = names
     return counts, summary
 
 

@@ -36,7 +36,15 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from reconciler.core.protocols import Store
 from reconciler.store import MemoryStore, SQLStore, normalize_url, safe_url
-from reconciler.store.schema import applies, channels, notifications, replicas, runs, tasks
+from reconciler.store.schema import (
+    applies,
+    calendars,
+    channels,
+    notifications,
+    replicas,
+    runs,
+    tasks,
+)
 from tests.services.ci import unavailable
 
 BACKENDS = ("memory", "sqlite", "postgresql", "mariadb")
@@ -139,10 +147,10 @@ def database_url(backend: Backend) -> Iterator[URL]:
 def wipe(engine: Engine) -> None:
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
-            conn.execute(text("TRUNCATE tasks, runs, applies, replicas, channels, notifications "
-                              "RESTART IDENTITY"))
+            conn.execute(text("TRUNCATE tasks, runs, applies, replicas, channels, calendars, "
+                              "notifications RESTART IDENTITY"))
         else:
-            for table in (runs, applies, tasks, replicas, channels, notifications):
+            for table in (runs, applies, tasks, replicas, channels, calendars, notifications):
                 conn.execute(table.delete())
 
 

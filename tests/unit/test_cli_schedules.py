@@ -67,7 +67,7 @@ def test_next_task_reads_the_manifests_and_shows_the_start(
     assert doc["times"][0] == {
         "local": "2026-03-29T03:00:00+02:00", "utc": "2026-03-29T01:00:00+00:00",
         "start": "2026-03-29T01:01:35+00:00", "startLocal": "2026-03-29T03:01:35+02:00",
-        "delay": "1m35s"}
+        "delay": "1m35s", "excludedBy": None}
 
 
 def test_next_task_names_what_is_wrong(tmp_path: Path, no_db: None) -> None:

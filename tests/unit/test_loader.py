@@ -282,7 +282,7 @@ def test_non_mapping_document_unknown_kind_and_api_version() -> None:
     assert "must be a mapping" in e.message and "not a list" in e.message
     (e,) = errors_of("apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: x}\n")
     assert (e.line, e.column, e.field) == (2, 7, "kind")
-    assert e.message == 'unknown kind "CronJob" (supported: Task, Channel)'
+    assert e.message == 'unknown kind "CronJob" (supported: Task, Channel, Calendar)'
     (e,) = errors_of(task_yaml().replace("reconciler/v1", "reconciler/v2"))
     assert (e.line, e.column, e.field, e.task) == (1, 13, "apiVersion", "nightly-report")
     assert (

@@ -141,7 +141,7 @@ def test_param_assignments_of_the_command_line() -> None:
 def test_runs_of_the_schedule_get_the_defaults_and_retries_keep_theirs() -> None:
     doc = {"apiVersion": "reconciler/v1", "kind": "Task", "metadata": {"name": "t"},
            "spec": {"schedule": "@daily", "run": {"command": ["true"]}, "params": DECLS}}
-    policy = TaskPolicy.from_document("t", 1, doc, False)
+    policy = TaskPolicy.from_document("t", 1, doc, False, {})
     scheduled = SlotDecision(T0, Verdict.RUN)
     assert run_params(policy, scheduled) == {"region": "eu", "dryRun": True, "count": 3,
                                              "ratio": 0.5, "token": "***"}

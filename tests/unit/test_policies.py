@@ -28,7 +28,7 @@ T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 def policy(schedule: str = "*/10 * * * *", **spec: Any) -> TaskPolicy:
     document = {"apiVersion": "reconciler/v1", "kind": "Task", "metadata": {"name": "t"},
                 "spec": {"schedule": schedule, "run": {"command": ["true"]}, **spec}}
-    return TaskPolicy.from_document("t", 1, document, suspended=False)
+    return TaskPolicy.from_document("t", 1, document, suspended=False, calendars={})
 
 
 @pytest.mark.parametrize(("concurrency", "active", "verdict"), [

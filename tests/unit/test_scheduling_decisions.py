@@ -40,7 +40,7 @@ def policy(**spec: Any) -> TaskPolicy:
         "metadata": {"name": "t"},
         "spec": {"schedule": "* * * * *", "run": {"command": ["true"]}, **spec},
     }
-    return TaskPolicy.from_document("t", 1, document, suspended=False)
+    return TaskPolicy.from_document("t", 1, document, suspended=False, calendars={})
 
 
 def verdicts(decisions: list[SlotDecision]) -> list[Verdict]:
@@ -152,7 +152,7 @@ def test_a_slot_exactly_at_its_starting_deadline_still_runs() -> None:
 
 def test_a_policy_carries_the_manifest_values() -> None:
     p = TaskPolicy.from_document("t", 7, policy(timeout="5m").manifest.model_dump(
-        mode="json", by_alias=True), suspended=True)
+        mode="json", by_alias=True), suspended=True, calendars={})
     assert (p.name, p.generation, p.suspended, p.spec.timeout) == (
         "t", 7, True, timedelta(minutes=5))
 

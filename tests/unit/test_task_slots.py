@@ -49,7 +49,7 @@ def slots_of(name: str = "t", **spec: Any) -> TaskSlots:
 
 def policy(name: str = "t", **spec: Any) -> TaskPolicy:
     m = manifest(name, **spec)
-    return TaskPolicy.from_document(name, 1, m.canonical(), suspended=False)
+    return TaskPolicy.from_document(name, 1, m.canonical(), suspended=False, calendars={})
 
 
 # -------------------------------------------------------------------- active window
