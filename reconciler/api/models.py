@@ -19,7 +19,7 @@ RunStatusName = Literal[
     "pending", "running", "succeeded", "failed", "timed_out", "cancelled", "skipped", "missed",
     "abandoned",
 ]
-TriggerName = Literal["schedule", "manual", "catch-up", "retry"]
+TriggerName = Literal["schedule", "manual", "catch-up", "retry", "backfill"]
 TaskState = Literal["active", "suspended", "running", "failing"]
 NOTE_MAX = 1024
 

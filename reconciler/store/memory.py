@@ -37,6 +37,7 @@ from reconciler.core.runtime import (
     SuspendOverride,
     Trigger,
 )
+from reconciler.store.memory_backfills import MemoryBackfills
 from reconciler.store.memory_outbox import MemoryOutbox
 from reconciler.store.sql_audit import replica_identity
 from reconciler.store.sql_base import ACTIVE_STATUSES, check_aware
@@ -107,7 +108,7 @@ def _copy_json(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return None if value is None else dict(json.loads(dumps_json(dict(value))))
 
 
-class MemoryStore(MemoryOutbox):
+class MemoryStore(MemoryOutbox, MemoryBackfills):
     """Every port of :class:`~reconciler.core.protocols.Store`, in memory (see above)."""
 
     def __init__(self, *, clock: Clock | None = None) -> None:
@@ -122,6 +123,7 @@ class MemoryStore(MemoryOutbox):
         self._replicas: dict[str, dict[str, Any]] = {}
         self._next_run_id = 1
         MemoryOutbox.__init__(self)
+        MemoryBackfills.__init__(self)
 
     url = MEMORY_URL
     dialect = "memory"

@@ -36,7 +36,16 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from reconciler.core.protocols import Store
 from reconciler.store import MemoryStore, SQLStore, normalize_url, safe_url
-from reconciler.store.schema import applies, channels, notifications, replicas, runs, tasks
+from reconciler.store.schema import (
+    applies,
+    backfill_runs,
+    backfills,
+    channels,
+    notifications,
+    replicas,
+    runs,
+    tasks,
+)
 from tests.services.ci import unavailable
 
 BACKENDS = ("memory", "sqlite", "postgresql", "mariadb")
@@ -139,10 +148,11 @@ def database_url(backend: Backend) -> Iterator[URL]:
 def wipe(engine: Engine) -> None:
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
-            conn.execute(text("TRUNCATE tasks, runs, applies, replicas, channels, notifications "
-                              "RESTART IDENTITY"))
+            conn.execute(text("TRUNCATE tasks, runs, applies, replicas, channels, notifications, "
+                              "backfills, backfill_runs RESTART IDENTITY"))
         else:
-            for table in (runs, applies, tasks, replicas, channels, notifications):
+            for table in (runs, applies, tasks, replicas, channels, notifications, backfills,
+                          backfill_runs):
                 conn.execute(table.delete())
 
 
