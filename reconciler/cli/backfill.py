@@ -19,9 +19,9 @@ from reconciler.cli.common import EXIT_OK, print_json
 
 
 def _remote(args: argparse.Namespace) -> Any:
-    from reconciler.api.client import ApiClient
+    from reconciler.cli import remote
 
-    return ApiClient(args.server, args.token)
+    return remote.client(args)
 
 
 def _local(args: argparse.Namespace) -> tuple[Any, Any]:
