@@ -10,7 +10,7 @@ event loop). Mutations are calls into the daemon (:class:`~reconciler.api.contro
 Operations`) after a bearer-token check, and each one leaves an audit row.
 
 The routes live in routers by what they serve (``routes_health``, ``routes_tasks``,
-``routes_runs``, ``routes_ops``, ``routes_status``), the defences in
+``routes_runs``, ``routes_ops``, ``routes_backfills``, ``routes_status``), the defences in
 :mod:`reconciler.api.security`; this module puts them together, in the order of the
 OpenAPI document.
 """
@@ -23,7 +23,14 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from reconciler import __version__
-from reconciler.api import routes_health, routes_ops, routes_runs, routes_status, routes_tasks
+from reconciler.api import (
+    routes_backfills,
+    routes_health,
+    routes_ops,
+    routes_runs,
+    routes_status,
+    routes_tasks,
+)
 from reconciler.api.contract import install as install_contract
 from reconciler.api.control import MAX_BODY, ApiContext
 from reconciler.api.errors import install_handlers
@@ -31,7 +38,8 @@ from reconciler.api.head import HeadMiddleware
 from reconciler.api.routes_status import STATIC
 from reconciler.api.security import TOKEN_CHECKS, SecurityMiddleware
 
-ROUTERS = (routes_health, routes_tasks, routes_runs, routes_ops, routes_status)
+ROUTERS = (routes_health, routes_tasks, routes_runs, routes_ops, routes_backfills,
+           routes_status)
 
 
 def create_app(ctx: ApiContext | None) -> FastAPI:

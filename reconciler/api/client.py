@@ -145,6 +145,22 @@ class ApiClient:
     def cancel(self, run_id: int) -> Any:
         return self.post(f"/runs/{run_id}/cancel")
 
+    def backfill(self, name: str, start: str, end: str, *, parallel: int = 1,
+                 rerun: bool = False, dry_run: bool = False) -> Any:
+        """``{"backfill": BackfillDoc, "changed": true}`` (``dry_run``: the preview)."""
+        return self.post(f"/tasks/{quote(name, safe='')}/backfill", {
+            "from": start, "to": end, "parallel": parallel, "rerun": rerun,
+            "dryRun": dry_run})
+
+    def backfills(self, task: str | None = None, limit: int = 50) -> Any:
+        params: dict[str, Any] = {"limit": limit}
+        if task is not None:
+            params["task"] = task
+        return self.get("/backfills", **params)
+
+    def cancel_backfill(self, backfill_id: int) -> Any:
+        return self.post(f"/backfills/{backfill_id}/cancel")
+
     def status(self) -> Any:
         return self.get("/status")
 

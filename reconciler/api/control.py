@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from reconciler.api.auth import TokenStore
 from reconciler.api.events import EventHub
 from reconciler.api.index import TaskIndex
 from reconciler.api.metrics import Metrics
+from reconciler.core.backfill import BackfillRecord
 from reconciler.core.clock import Clock, SystemClock
 from reconciler.core.protocols import Store
 from reconciler.core.runtime import ActualTask, RunRecord
@@ -65,6 +67,15 @@ class Operations(Protocol):
     async def resume(self, name: str, catch_up: bool, caller: Caller) -> ResumeResult: ...
 
     async def cancel(self, run_id: int, caller: Caller) -> tuple[RunRecord, bool]: ...
+
+    async def backfill(self, name: str, start: str, end: str, caller: Caller, *,
+                       parallel: int, rerun: bool) -> BackfillRecord: ...
+
+    async def cancel_backfill(self, backfill_id: int, caller: Caller
+                              ) -> tuple[BackfillRecord, bool]: ...
+
+    async def backfill_slots(self, name: str, start: str, end: str
+                             ) -> tuple[ActualTask, datetime, datetime, list[datetime]]: ...
 
     async def plan(self) -> dict[str, Any]:
         """The :class:`~reconciler.api.models.PlanResponse` document."""

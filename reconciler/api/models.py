@@ -20,7 +20,7 @@ RunStatusName = Literal[
     "pending", "running", "succeeded", "failed", "timed_out", "cancelled", "skipped", "missed",
     "abandoned",
 ]
-TriggerName = Literal["schedule", "manual", "catch-up", "retry"]
+TriggerName = Literal["schedule", "manual", "catch-up", "retry", "backfill"]
 TaskState = Literal["active", "suspended", "running", "failing"]
 NOTE_MAX = 1024
 
@@ -205,6 +205,73 @@ class TriggerRequest(_Request):
 class ResumeRequest(_Request):
     catchUp: bool = Field(default=False,
                           description="Also run the most recent slot missed while suspended.")
+
+
+class BackfillRequest(_Request):
+    from_: str = Field(alias="from", max_length=64,
+                       description="First instant (inclusive): a date (local midnight in the "
+                                   "task's zone), a local time, or an RFC 3339 instant.")
+    to: str = Field(max_length=64, description="End (exclusive), the same forms.")
+    parallel: int = Field(default=1, ge=1, le=1000,
+                          description="At most this many of its runs at once.")
+    rerun: bool = Field(default=False,
+                        description="Also run slots that already have a succeeded run.")
+    dryRun: bool = Field(default=False,
+                         description="Only list the slots (BackfillPreview); store nothing.")
+
+
+# --------------------------------------------------------------------- backfills
+
+
+class Backfill(_Doc):
+    """A backfill (the same keys as ``reconciler backfills -o json``)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    id: int
+    task: str
+    from_: str = Field(alias="from", description="First instant (UTC, inclusive).")
+    to: str = Field(description="End (UTC, exclusive).")
+    parallel: int
+    rerun: bool
+    state: Literal["pending", "running", "succeeded", "failed", "cancelled"]
+    total: int = Field(description="Slots in the range.")
+    done: int = Field(description="Slots finished (run, or skipped as already succeeded).")
+    failed: int = Field(description="Finished slots whose run did not succeed.")
+    progress: str = Field(description="done/total.")
+    createdBy: str
+    createdAt: str
+    updatedAt: str | None
+    finishedAt: str | None
+    reason: str | None = Field(description="Why it waits, or who cancelled it.")
+
+
+class BackfillResponse(_Doc):
+    backfill: Backfill
+    changed: bool = True
+
+
+class BackfillList(_Doc):
+    items: list[Backfill]
+    count: int
+
+
+class PreviewSlot(_Doc):
+    slot: str
+    local: str | None
+
+
+class BackfillPreview(_Doc):
+    """The slots a backfill would run (``dryRun``; ``reconciler backfill --dry-run``)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    task: str
+    from_: str = Field(alias="from")
+    to: str
+    timeZone: str
+    count: int
+    slots: list[PreviewSlot]
 
 
 # ----------------------------------------------------------------- plan, status

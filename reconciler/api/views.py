@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, TypedDict
 from zoneinfo import ZoneInfo
 
+from reconciler.core.backfill import BackfillRecord
 from reconciler.core.errors import ReconcilerError
 from reconciler.core.model import RUN_TARGETS
 from reconciler.core.outbox import NotificationRecord, OutboxStatus
@@ -199,3 +200,37 @@ def redacted_spec(document: Mapping[str, Any]) -> dict[str, Any]:
     """The stored spec with its secrets masked (:mod:`reconciler.core.redaction`)."""
     spec: dict[str, Any] = redact(document.get("spec", {}), ("spec",))
     return spec
+
+
+#: A backfill on the wire: ``POST /api/v1/tasks/{name}/backfill``, ``GET
+#: /api/v1/backfills``, ``api/client.py`` and ``reconciler backfill(s) -o json`` (against
+#: the database or a server), built by :func:`backfill_doc` only (``models.Backfill``).
+BackfillDoc = TypedDict("BackfillDoc", {
+    "id": int, "task": str, "from": str, "to": str, "parallel": int, "rerun": bool,
+    "state": str, "total": int, "done": int, "failed": int, "progress": str,
+    "createdBy": str, "createdAt": str, "updatedAt": str | None, "finishedAt": str | None,
+    "reason": str | None,
+})
+
+
+def backfill_doc(record: BackfillRecord) -> BackfillDoc:
+    """The one place a backfill becomes JSON (see :data:`BackfillDoc`)."""
+    return {
+        "id": record.id, "task": record.task_name, "from": record.start.isoformat(),
+        "to": record.end.isoformat(), "parallel": record.parallel, "rerun": record.rerun,
+        "state": record.state.value, "total": record.total, "done": record.done,
+        "failed": record.failed, "progress": f"{record.done}/{record.total}",
+        "createdBy": record.created_by, "createdAt": record.created_at.isoformat(),
+        "updatedAt": iso(record.updated_at), "finishedAt": iso(record.finished_at),
+        "reason": record.reason,
+    }
+
+
+def backfill_preview_doc(task: str, time_zone: str, start: datetime, end: datetime,
+                         slots: list[datetime]) -> dict[str, Any]:
+    """The slots a backfill would run (``--dry-run``, and ``dryRun`` in the API)."""
+    return {
+        "task": task, "from": start.isoformat(), "to": end.isoformat(),
+        "timeZone": time_zone, "count": len(slots),
+        "slots": [{"slot": s.isoformat(), "local": local_iso(s, time_zone)} for s in slots],
+    }

@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from reconciler.cli import commands, preview, remote
+from reconciler.cli import backfill, commands, preview, remote
 from reconciler.cli.common import EXIT_ERROR, EXIT_OK
 from reconciler.cli.parser import build_parser
 
@@ -59,6 +59,8 @@ COMMANDS = {
     "trigger": commands.cmd_trigger,
     "suspend": commands.cmd_suspend,
     "resume": commands.cmd_resume,
+    "backfill": backfill.cmd_backfill,
+    "backfills": backfill.cmd_backfills,
 }
 
 

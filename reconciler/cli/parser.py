@@ -251,3 +251,29 @@ def _operation_commands(sub: Subparsers, parents: Parents) -> None:
     p.add_argument("name")
     p.add_argument("--catch-up", action="store_true",
                    help="also run the most recent slot missed while suspended")
+    _backfill_commands(sub, parents)
+
+
+def _backfill_commands(sub: Subparsers, parents: Parents) -> None:
+    """backfill, backfills: run the slots of a range, list and cancel backfills."""
+    db, remote = parents.db, parents.remote
+    p = sub.add_parser("backfill", parents=[parents.src, db, remote],
+                       help="run a task's slots in [--from, --to) (or: backfill cancel ID)")
+    p.add_argument("name", metavar="NAME", help="the task (or 'cancel' ID)")
+    p.add_argument("id", nargs="?", metavar="ID", help=argparse.SUPPRESS)
+    p.add_argument("--from", dest="start", metavar="T1",
+                   help="first instant (inclusive): a date (local midnight in the task's "
+                        "zone), a local time, or an RFC 3339 instant")
+    p.add_argument("--to", dest="end", metavar="T2", help="end (exclusive), the same forms")
+    p.add_argument("--parallel", type=int, default=1, metavar="N",
+                   help="at most N of its runs at once (default 1)")
+    p.add_argument("--rerun", action="store_true",
+                   help="also run slots that already have a succeeded run")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the slots from --manifests and exit (no database)")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+
+    p = sub.add_parser("backfills", parents=[db, remote], help="list backfills, newest first")
+    p.add_argument("--task", default=None, help="only this task's")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")

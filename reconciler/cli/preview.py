@@ -30,7 +30,7 @@ def _parse_time(text: str) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-def _declared(args: argparse.Namespace) -> TaskSlots:
+def declared_slots(args: argparse.Namespace) -> TaskSlots:
     """The slots of ``--task`` as the manifests in ``--manifests`` declare it."""
     from reconciler.core.calendars import calendars_of
     from reconciler.core.scheduling import TaskSlots
@@ -67,7 +67,7 @@ def _slots(args: argparse.Namespace) -> tuple[TaskSlots, str]:
             raise SystemExit(f"error: {exc}{hint}") from None
         return TaskSlots(args.name or "", schedules), args.tz
     if args.task:
-        slots = _declared(args)
+        slots = declared_slots(args)
         return slots, slots.schedules.time_zone
     from reconciler.core.calendars import calendars_of
 

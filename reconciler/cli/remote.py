@@ -24,6 +24,11 @@ def _client(args: argparse.Namespace) -> Any:
     return ApiClient(args.server, args.token)
 
 
+def client(args: argparse.Namespace) -> Any:
+    """The API client for ``--server`` (other CLI modules' way to it)."""
+    return _client(args)
+
+
 def _parse_iso(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 

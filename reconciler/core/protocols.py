@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from reconciler.core.backfill import BackfillRecord, BackfillState, NewBackfill
 from reconciler.core.model import Limits, Param, RunSpec
 from reconciler.core.outbox import (
     NewNotification,
@@ -251,8 +252,46 @@ class NotificationStore(Protocol):
         """Outbox rows per status (statuses with none left out)."""
 
 
+class BackfillStore(Protocol):
+    """Backfills (``reconciler backfill``) and the runs they started.
+
+    ``insert_backfill_run`` writes a run row and the backfill's ledger row for its slot
+    in one transaction; the ledger's key (backfill, slot) and the run's (task, slot,
+    attempt) make a slot start at most once per backfill, whichever replica drives it.
+    """
+
+    def add_backfill(self, backfill: NewBackfill) -> BackfillRecord:
+        """Store a new backfill (state ``pending``, nothing done)."""
+
+    def get_backfill(self, backfill_id: int) -> BackfillRecord | None: ...
+
+    def list_backfills(
+        self, *, task_name: str | None = None, states: Sequence[BackfillState] = (),
+        limit: int = 50,
+    ) -> list[BackfillRecord]:
+        """Newest first (by id)."""
+
+    def update_backfill(
+        self, backfill_id: int, *, state: BackfillState, done: int, failed: int,
+        now: datetime, reason: str | None = None,
+    ) -> bool:
+        """Write a backfill's state and progress; only while it has not finished (a
+        cancelled backfill stays cancelled). ``finished_at`` = ``now`` when ``state``
+        is a finished one. False: unknown or already finished."""
+
+    def insert_backfill_run(self, backfill_id: int, run: NewRun) -> RunRecord | None:
+        """The run of one slot of a backfill and its ledger row, together; None when the
+        backfill has a run for that slot already, or the run's key is taken."""
+
+    def backfill_ledger(self, backfill_id: int) -> dict[datetime, int]:
+        """The slots the backfill started, each with the attempt of its run."""
+
+    def runs_between(self, task_name: str, start: datetime, end: datetime) -> list[RunRecord]:
+        """Every run of a task whose slot is in ``[start, end)``, oldest slot first."""
+
+
 class Store(TaskStore, RunStore, ReadModel, AuditStore, ReplicaStore, NotificationStore,
-            Protocol):
+            BackfillStore, Protocol):
     """Every port together: what the SQL store and the in-memory store implement."""
 
     def close(self) -> None: ...
@@ -260,7 +299,7 @@ class Store(TaskStore, RunStore, ReadModel, AuditStore, ReplicaStore, Notificati
 
 #: The ports, one per kind of caller (the contract suite checks each implementation).
 STORE_PORTS: tuple[type, ...] = (TaskStore, RunStore, ReadModel, AuditStore, ReplicaStore,
-                                 NotificationStore, Store)
+                                 NotificationStore, BackfillStore, Store)
 
 
 # ------------------------------------------------------------------------- executors

@@ -33,6 +33,7 @@ class Trigger(enum.StrEnum):
     MANUAL = "manual"
     CATCH_UP = "catch-up"
     RETRY = "retry"
+    BACKFILL = "backfill"
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from reconciler.api import ApiContext, ApiObserver
 from reconciler.api.auth import TokenStore
 from reconciler.api.limits import Limits, TickGate
 from reconciler.api.metrics import ZOOKEEPER_STATES
+from reconciler.core.backfill import BackfillRecord
 from reconciler.core.clock import Clock
 from reconciler.core.errors import ReconcilerError
 from reconciler.core.isolation import HostFacts
@@ -207,6 +208,19 @@ class DaemonOperations:
 
     async def cancel(self, run_id: int, caller: Caller) -> tuple[RunRecord, bool]:
         return await self.tasks.cancel(run_id, caller)
+
+    async def backfill(self, name: str, start: str, end: str, caller: Caller, *,
+                       parallel: int, rerun: bool) -> BackfillRecord:
+        return await self.tasks.backfill(name, start, end, caller, parallel=parallel,
+                                         rerun=rerun)
+
+    async def cancel_backfill(self, backfill_id: int, caller: Caller
+                              ) -> tuple[BackfillRecord, bool]:
+        return await self.tasks.cancel_backfill(backfill_id, caller)
+
+    async def backfill_slots(self, name: str, start: str, end: str
+                             ) -> tuple[ActualTask, datetime, datetime, list[datetime]]:
+        return await self.tasks.backfill_slots(name, start, end)
 
 
 class DaemonApi:

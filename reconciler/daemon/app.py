@@ -42,6 +42,7 @@ from reconciler.core.plan import Action, SafetyOptions
 from reconciler.core.runtime import ActualTask, RunRecord, RunStatus, Trigger
 from reconciler.core.scheduling import decide_retry
 from reconciler.daemon.api_ops import DaemonApi
+from reconciler.daemon.backfills import BackfillDriver
 from reconciler.daemon.offload import OffloadExecutor
 from reconciler.daemon.scheduler import Scheduler
 from reconciler.daemon.sender import NotificationSender
@@ -143,8 +144,11 @@ class Daemon:
         db_guard: FileGuard | None = None,
         cluster: Cluster | None = None,
         sender: NotificationSender | None = None,
+        backfills: BackfillDriver | None = None,
     ) -> None:
         self.config = config
+        #: Carries out stored backfills (None: not here)
+        self.backfills = backfills
         #: Delivers the notification outbox on its own thread (None: not here)
         self.sender = sender
         self.clock = clock
@@ -561,6 +565,8 @@ class Daemon:
         ]
         if self.skew_guard is not None:
             loops.append(loop.create_task(self.skew_guard.run(self.stop)))
+        if self.backfills is not None:
+            loops.append(loop.create_task(self.backfills.run_forever(self.stop)))
         await self.stop.wait()
         self.api.stopping()
         log.info("stopping: waiting up to %ss for %d running run(s)",

@@ -7,6 +7,7 @@ handed to what uses it through its constructor (nothing is set after constructio
     sender (the notification outbox's, on its own thread), notices(store, sender.wake)
     scheduler(store, worker, claimer, executor, clock, listener=observer, clock_refusal,
               notices)
+    backfills(store, worker, scheduler, clock, may_drive: one replica, or the writer)
     api(parts, observer)
     daemon(everything above)
 """
@@ -22,6 +23,7 @@ from reconciler.core.clock import Clock, SystemClock
 from reconciler.core.protocols import Claimer, Executor
 from reconciler.daemon.api_ops import DaemonApi, DaemonParts
 from reconciler.daemon.app import Daemon, DaemonConfig
+from reconciler.daemon.backfills import BackfillDriver
 from reconciler.daemon.claims import InProcessClaimer
 from reconciler.daemon.notices import Notices
 from reconciler.daemon.offload import OffloadExecutor
@@ -89,6 +91,10 @@ def build_daemon(config: DaemonConfig, *, clock: Clock | None = None,
         on_tick=gate.busy,
         notices=notices,
     )
+    coordinator = cluster.coordinator if cluster is not None else None
+    backfills = BackfillDriver(
+        store, worker, scheduler, clock, replica=config.replica,
+        may_drive=lambda: coordinator is None or bool(coordinator.is_writer))
     state = DaemonState()
     cache = LoadCache()
     db_guard = FileGuard.attach(store.engine)
@@ -105,7 +111,8 @@ def build_daemon(config: DaemonConfig, *, clock: Clock | None = None,
                         describe_holder=lambda: _lock_holder(store, config.replica))
     return Daemon(config, clock=clock, store=store, worker=worker, cache=cache,
                   scheduler=scheduler, executor=offload, api=api, state=state,
-                  instance_lock=lock, db_guard=db_guard, cluster=cluster, sender=sender)
+                  instance_lock=lock, db_guard=db_guard, cluster=cluster, sender=sender,
+                  backfills=backfills)
 
 
 def run_daemon(config: DaemonConfig) -> int:

@@ -507,27 +507,40 @@ class Scheduler:
 
     # ----------------------------------------------------------------------- runs
 
+    async def start_decided(self, name: str, pending: RunRecord) -> RunRecord | None:
+        """Start a ``pending`` row whose start its caller decided (a backfill's step:
+        :func:`~reconciler.core.backfill.plan_backfill`); None: not started here."""
+        state = self.tasks.get(name)
+        if state is None or not self.accepting or pending.id in self._pending_starts:
+            return None
+        state.starting += 1
+        return await self._start_pending(state, pending)
+
     async def _start_pending(self, state: TaskState, existing: RunRecord) -> RunRecord | None:
-        """Claim a ``pending`` row (a trigger or catch-up written to the database) and
-        start it; its place was reserved by :meth:`trigger`."""
-        policy = state.policy
-        claim = await self.claimer.claim(policy.name, existing.slot, existing.attempt)
-        if claim is None:
-            return None
-        record: RunRecord | None = None
+        """Claim a ``pending`` row (a trigger, catch-up or backfill written to the
+        database) and start it; its place was reserved by the caller, given back here."""
+        policy, record = state.policy, None
+        self._pending_starts.add(existing.id)
         try:
-            ok = await self.worker.call(
-                self.store.claim_pending_run, existing.id, replica=self.config.replica,
-                fencing_token=claim.token, started_at=self.clock.now(),
-            )
-            record = await self.worker.call(self.store.get_run, existing.id) if ok else None
-        except ReconcilerError as exc:
-            log.error("task %s: could not claim run %d: %s", policy.name, existing.id, exc)
-        if record is None:
-            await claim.release()
-            return None
-        self._launch(state, record, claim)
-        return record
+            claim = await self.claimer.claim(policy.name, existing.slot, existing.attempt)
+            if claim is None:
+                return None
+            try:
+                ok = await self.worker.call(
+                    self.store.claim_pending_run, existing.id, replica=self.config.replica,
+                    fencing_token=claim.token, started_at=self.clock.now(),
+                )
+                record = await self.worker.call(self.store.get_run, existing.id) if ok else None
+            except ReconcilerError as exc:
+                log.error("task %s: could not claim run %d: %s", policy.name, existing.id, exc)
+            if record is None:
+                await claim.release()
+                return None
+            self._launch(state, record, claim)
+            return record
+        finally:
+            state.starting -= 1
+            self._pending_starts.discard(existing.id)
 
     async def _execute(self, state: TaskState, active: ActiveRun) -> None:
         policy, record = state.policy, active.record
@@ -622,14 +635,9 @@ class Scheduler:
             await self._carry_out_many([(state, decision, attempt, trigger)], now)
             new = [a.record for rid, a in state.active.items() if rid not in before]
             return new[0] if new else None
-        self._pending_starts.add(existing.id)
-        try:
-            if decision.verdict is Verdict.REPLACE:
-                self._replace_active(state, decision)
-            return await self._start_pending(state, existing)
-        finally:
-            state.starting -= 1
-            self._pending_starts.discard(existing.id)
+        if decision.verdict is Verdict.REPLACE:
+            self._replace_active(state, decision)
+        return await self._start_pending(state, existing)
 
     async def _skip_pending(self, existing: RunRecord, now: datetime,
                             reason: str | None) -> None:

@@ -21,6 +21,12 @@ The rules, the same from every door:
 * **resume with catch-up** runs the newest slot that came while the task was
   suspended, if one did.
 * **cancel** stops a live run of this daemon, or a pending run nobody took yet.
+* **backfill** stores a backfill of a task's slots in ``[from, to)`` (read in the task's
+  zone, :func:`~reconciler.core.backfill.range_bound`); a daemon carries it out
+  (``daemon/backfills.py``). Refused (exit 1, HTTP 409) for a range without slots or
+  with more than :data:`~reconciler.core.backfill.MAX_BACKFILL_SLOTS`; ``parallel``
+  is at least 1. **cancel_backfill** stops one that has not finished: no further slot
+  starts (runs already started finish); cancelling a cancelled one changes nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +37,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, Protocol, TypeVar
 
+from reconciler.core.backfill import (
+    BackfillRecord,
+    BackfillState,
+    NewBackfill,
+    backfill_slots,
+    range_bound,
+)
 from reconciler.core.calendars import calendars_of
 from reconciler.core.clock import Clock
 from reconciler.core.errors import (
@@ -95,6 +108,13 @@ class OperationsStore(Protocol):
     def add_audit(self, *, at: datetime, actor: str, action: str, target: str | None,
                   outcome: str, client: str | None = None,
                   detail: Mapping[str, Any] | None = None) -> int: ...
+
+    def add_backfill(self, backfill: NewBackfill) -> BackfillRecord: ...
+
+    def get_backfill(self, backfill_id: int) -> BackfillRecord | None: ...
+
+    def update_backfill(self, backfill_id: int, *, state: BackfillState, done: int,
+                        failed: int, now: datetime, reason: str | None = None) -> bool: ...
 
 
 class RunHost(Protocol):
@@ -376,3 +396,70 @@ class TaskOperations:
         where = f"replica {record.replica}" if record.replica else "no replica yet"
         raise OperationRefused(f"run {run_id} is {record.status} on {where}, not on {here}; "
                                "cancel it there")
+
+    # --------------------------------------------------------------- backfill
+
+    async def backfill(self, name: str, start: str, end: str, caller: Caller, *,
+                       parallel: int = 1, rerun: bool = False) -> BackfillRecord:
+        """Store a backfill of ``name`` over ``[start, end)`` (see the module)."""
+        try:
+            record = await self._backfill(name, start, end, caller, parallel, rerun)
+        except OperationRefused as exc:
+            await self.audit(caller, "backfill", name, exc.code, {"from": start, "to": end})
+            raise
+        await self.audit(caller, "backfill", name, "ok", {
+            "backfill": record.id, "from": start, "to": end, "parallel": parallel,
+            "rerun": rerun, "slots": record.total})
+        return record
+
+    async def backfill_slots(self, name: str, start: str, end: str
+                             ) -> tuple[ActualTask, datetime, datetime, list[datetime]]:
+        """The stored task, the range read in its zone and its slots in [start, end),
+        after its active window and calendars: what a backfill runs (and a dry run shows)."""
+        row = await self._task(name)
+        calendars = calendars_of((c.name, c.document)
+                                 for c in await self.call(self.store.load_calendars))
+        try:
+            slots = TaskSlots.from_document(row.document, calendars)
+            begin = range_bound(start, row.time_zone, "from")
+            until = range_bound(end, row.time_zone, "to")
+            return row, begin, until, list(backfill_slots(slots, begin, until))
+        except (ReconcilerError, ValueError) as exc:
+            raise OperationRefused(f"{name}: {exc}") from None
+
+    async def _backfill(self, name: str, start: str, end: str, caller: Caller,
+                        parallel: int, rerun: bool) -> BackfillRecord:
+        if parallel < 1:
+            await self._task(name)
+            raise OperationRefused(f"parallel must be at least 1 (got {parallel})",
+                                   status=400, code="invalid")
+        _, begin, until, found = await self.backfill_slots(name, start, end)
+        total = len(found)
+        if not total:
+            raise OperationRefused(f"{name}: no slots in [{begin.isoformat()}, "
+                                   f"{until.isoformat()})")
+        record: BackfillRecord = await self.call(self.store.add_backfill, NewBackfill(
+            task_name=name, start=begin, end=until, parallel=parallel, rerun=rerun,
+            total=total, created_by=caller.actor, created_at=self.clock.now()))
+        return record
+
+    async def cancel_backfill(self, backfill_id: int, caller: Caller
+                              ) -> tuple[BackfillRecord, bool]:
+        """Cancel a backfill: (record, changed). Refused when it finished otherwise."""
+        target = f"backfill/{backfill_id}"
+        record: BackfillRecord | None = await self.call(self.store.get_backfill, backfill_id)
+        if record is None:
+            await self.audit(caller, "cancel", target, "not_found")
+            raise OperationRefused(f"backfill {backfill_id} not found", status=404,
+                                   code="not_found")
+        changed = await self.call(
+            self.store.update_backfill, backfill_id, state=BackfillState.CANCELLED,
+            done=record.done, failed=record.failed, now=self.clock.now(),
+            reason=f"cancelled by {caller.actor} ({caller.via})")
+        current: BackfillRecord = await self.call(self.store.get_backfill, backfill_id) or record
+        if not changed and current.state is not BackfillState.CANCELLED:
+            await self.audit(caller, "cancel", target, "conflict")
+            raise OperationRefused(f"backfill {backfill_id} already finished: {current.state}")
+        await self.audit(caller, "cancel", target, "ok" if changed else "unchanged",
+                         {"task": current.task_name})
+        return current, changed

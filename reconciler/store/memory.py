@@ -39,6 +39,7 @@ from reconciler.core.runtime import (
     SuspendOverride,
     Trigger,
 )
+from reconciler.store.memory_backfills import MemoryBackfills
 from reconciler.store.memory_outbox import MemoryOutbox
 from reconciler.store.sql_audit import replica_identity
 from reconciler.store.sql_base import ACTIVE_STATUSES, check_aware
@@ -137,7 +138,7 @@ def _write_object(change: ObjectChange, rows: dict[str, ActualObject], sha: str 
             want.source_file, sha, at)
 
 
-class MemoryStore(MemoryOutbox):
+class MemoryStore(MemoryOutbox, MemoryBackfills):
     """Every port of :class:`~reconciler.core.protocols.Store`, in memory (see above)."""
 
     def __init__(self, *, clock: Clock | None = None) -> None:
@@ -153,6 +154,7 @@ class MemoryStore(MemoryOutbox):
         self._replicas: dict[str, dict[str, Any]] = {}
         self._next_run_id = 1
         MemoryOutbox.__init__(self)
+        MemoryBackfills.__init__(self)
 
     url = MEMORY_URL
     dialect = "memory"

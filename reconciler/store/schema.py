@@ -26,6 +26,10 @@ identity maps and unit-of-work bookkeeping would only cost time.
   sender claims rows (``claimed_by``, ``lease_until``), delivers them and records every
   attempt (``attempt_log``) until ``sent`` or, after 24 hours, ``failed``; a row folded
   into another's message is ``grouped`` (``grouped_into``).
+* ``backfills``: one row per backfill (``reconciler backfill``): its task and range,
+  ``parallel``, ``rerun``, its state and progress (``done`` of ``total`` slots).
+  ``backfill_runs`` is its ledger: one row per slot it started, keyed by (backfill,
+  slot), written with the run row in one transaction.
 * ``audit``: one row per operator action through the HTTP API (trigger, suspend,
   resume, cancel): who (the token's name), when, on what, with which outcome.
 
@@ -220,5 +224,38 @@ notifications = Table(
     Index("ix_notifications_status_next_attempt_at", "status", "next_attempt_at"),
     Index("ix_notifications_channel_task_name_event", "channel", "task_name", "event"),
     Index("ix_notifications_task_name", "task_name"),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+backfills = Table(
+    "backfills",
+    metadata,
+    Column("id", RunId, primary_key=True, autoincrement=True),
+    Column("task_name", String(63), nullable=False),
+    Column("range_start", UTCDateTime, nullable=False),
+    Column("range_end", UTCDateTime, nullable=False),
+    Column("parallel", Integer, nullable=False),
+    Column("rerun", Boolean, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("done", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Column("created_by", String(255), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=True),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("reason", Text, nullable=True),
+    Index("ix_backfills_state", "state"),
+    Index("ix_backfills_task_name", "task_name"),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+backfill_runs = Table(
+    "backfill_runs",
+    metadata,
+    Column("backfill_id", BigInteger, primary_key=True),
+    Column("slot", UTCDateTime, primary_key=True),
+    Column("attempt", Integer, nullable=False),
+    Column("run_id", BigInteger, nullable=False),
     **MYSQL_TABLE_OPTIONS,
 )

@@ -3,7 +3,8 @@
 It implements every store port of :mod:`reconciler.core.protocols` with SQLAlchemy
 Core, one module per port: ``sql_tasks`` (``TaskStore``), ``sql_runs`` (``RunStore``),
 ``sql_reads`` (``ReadModel``), ``sql_audit`` (``AuditStore`` and ``ReplicaStore``),
-``sql_outbox`` (``NotificationStore``: the notification outbox), all
+``sql_outbox`` (``NotificationStore``: the notification outbox), ``sql_backfills``
+(``BackfillStore``: backfills and their ledger), all
 on the shared engine and error mapping of ``sql_base``.
 
 Applying a plan
@@ -76,6 +77,7 @@ from sqlalchemy.engine import Engine
 
 from reconciler.core.protocols import Store
 from reconciler.store.sql_audit import SQLAudit, SQLReplicas
+from reconciler.store.sql_backfills import SQLBackfills
 from reconciler.store.sql_channels import SQLChannels
 from reconciler.store.sql_outbox import SQLOutbox
 from reconciler.store.sql_reads import SQLReads
@@ -85,7 +87,8 @@ from reconciler.store.sql_tasks import SCHEDULE_COLUMNS, SQLTasks
 __all__ = ["RUN_UPDATE_COLUMNS", "SCHEDULE_COLUMNS", "DatabaseStore", "SQLStore"]
 
 
-class SQLStore(SQLTasks, SQLChannels, SQLRuns, SQLReads, SQLAudit, SQLReplicas, SQLOutbox):
+class SQLStore(SQLTasks, SQLChannels, SQLRuns, SQLReads, SQLAudit, SQLReplicas, SQLOutbox,
+               SQLBackfills):
     """The runtime store on a SQLAlchemy engine (see the module docstring).
 
     ``SQLStore(url)`` connects lazily (nothing happens until the first call); ``url``

@@ -71,7 +71,7 @@ class SQLRuns(SQLBase):
     def insert_run(self, run: NewRun) -> RunRecord:
         """Insert a run (``created_at`` from the store's clock); ``DuplicateRunError`` if taken."""
         created_at = self.clock.now()
-        values = _run_values(run, created_at)
+        values = run_values(run, created_at)
         what = f"insert run {run.task_name}@{iso(run.slot)}#{run.attempt}"
         with self._errors(what):
             try:
@@ -83,7 +83,7 @@ class SQLRuns(SQLBase):
                 if not self._run_exists(run):
                     raise
                 raise duplicate_run_error(run) from None
-        return _new_record(run, run_id, created_at)
+        return new_run_record(run, run_id, created_at)
 
     def insert_runs(
         self, batch: Sequence[NewRun], *, notify: NotifyBuilder | None = None
@@ -103,13 +103,13 @@ class SQLRuns(SQLBase):
         with self._errors(f"insert {len(batch)} runs"), self.engine.begin() as conn:
             stmt = _insert_ignoring_duplicates(self.dialect)
             for run in batch:
-                result = conn.execute(stmt, _run_values(run, created_at))
+                result = conn.execute(stmt, run_values(run, created_at))
                 if self.dialect in ("sqlite", "postgresql"):
                     row = result.first()  # RETURNING id: no row when the key was taken
                     run_id = None if row is None else int(row[0])
                 else:
                     run_id = new_id(result) if result.rowcount == 1 else None
-                record = None if run_id is None else _new_record(run, run_id, created_at)
+                record = None if run_id is None else new_run_record(run, run_id, created_at)
                 out.append(record)
                 if record is not None and notify is not None:
                     write_outbox(conn, notify(record))
@@ -363,7 +363,7 @@ def _insert_ignoring_duplicates(dialect: str) -> Any:
     return insert(runs).prefix_with("IGNORE")
 
 
-def _run_values(run: NewRun, created_at: datetime) -> dict[str, Any]:
+def run_values(run: NewRun, created_at: datetime) -> dict[str, Any]:
     return {
         "task_name": run.task_name,
         "slot": run.slot,
@@ -382,7 +382,7 @@ def _run_values(run: NewRun, created_at: datetime) -> dict[str, Any]:
     }
 
 
-def _new_record(run: NewRun, run_id: int, created_at: datetime) -> RunRecord:
+def new_run_record(run: NewRun, run_id: int, created_at: datetime) -> RunRecord:
     return RunRecord(
         id=run_id,
         task_name=run.task_name,

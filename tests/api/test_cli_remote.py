@@ -114,3 +114,33 @@ def test_unreachable_server_is_a_clean_error(monkeypatch: pytest.MonkeyPatch,
         args.server, args.token, transport=httpx.MockTransport(refuse)))
     assert cli.main(["get", "tasks", "--server", "127.0.0.1:1"]) == 1
     assert "cannot reach the daemon at http://127.0.0.1:1" in capsys.readouterr().err
+
+
+def test_backfills_over_http_carry_the_apis_document(reconciler: Any,
+                                                     server: LoopServer) -> None:
+    from reconciler.api.views import backfill_doc
+
+    code, _, err = reconciler("backfill", "nightly-report", "--from", "2026-02-01",
+                              "--to", "2026-02-04")
+    assert code == 1 and "pass --token or set RECONCILER_TOKEN" in err
+    code, out, _ = reconciler("backfill", "nightly-report", "--from", "2026-02-01",
+                              "--to", "2026-02-04", "--parallel", "2", "--token", SECRET,
+                              "-o", "json")
+    assert code == 0
+    created = json.loads(out)
+    stored = server.harness.store.get_backfill(created["id"])
+    assert stored is not None and created == backfill_doc(stored)  # one wire format
+    assert (created["total"], created["parallel"], created["state"]) == (3, 2, "pending")
+    assert created["from"] == "2026-01-31T23:00:00+00:00"  # local midnight, Berlin
+    code, out, _ = reconciler("backfills", "-o", "json")
+    assert json.loads(out)["items"][0] == created
+    code, out, _ = reconciler("backfills")
+    assert out.splitlines()[1].split()[:6] == [
+        str(created["id"]), "nightly-report", created["from"], created["to"], "pending", "0/3"]
+    code, out, _ = reconciler("backfill", "cancel", str(created["id"]), "--token", SECRET)
+    assert code == 0 and out.strip() == f"backfill {created['id']} cancelled at 0/3"
+    code, out, _ = reconciler("backfill", "cancel", str(created["id"]), "--token", SECRET)
+    assert "already cancelled" in out
+    code, _, err = reconciler("backfill", "nightly-report", "--from", "2026-02-01T04:00",
+                              "--to", "2026-02-01T05:00", "--token", SECRET)
+    assert code == 1 and "no slots" in err

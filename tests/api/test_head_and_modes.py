@@ -21,12 +21,17 @@ def test_every_get_route_answers_head_without_a_body(tmp_path: Path) -> None:
         async with harness(tmp_path) as h:
             r = await h.client.post("/api/v1/tasks/nightly-report/trigger", headers=AUTH)
             run_id = r.json()["run"]["id"]
+            b = await h.client.post("/api/v1/tasks/nightly-report/backfill", headers=AUTH,
+                                    json={"from": "2026-02-01", "to": "2026-02-03"})
+            assert b.status_code == 201, b.text
+            backfill_id = b.json()["backfill"]["id"]
             await h.settle()
             paths = [route.path for route in flat_routes(h.app.routes)
                      if isinstance(route, APIRoute | Route) and "GET" in (route.methods or ())]
             assert {"/healthz", "/metrics", "/api/v1/events"} <= set(paths)
             for path in paths:
-                url = path.replace("{name}", "nightly-report").replace("{run_id}", str(run_id))
+                url = (path.replace("{name}", "nightly-report").replace("{run_id}", str(run_id))
+                       .replace("{backfill_id}", str(backfill_id)))
                 head = await h.client.head(url, headers=AUTH)
                 assert (head.status_code, head.content) == (200, b""), url
                 if path != "/api/v1/events":  # a stream: its GET does not end

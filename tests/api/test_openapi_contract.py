@@ -12,6 +12,7 @@ status that no case produced (the 202 of a cancel of a live run).
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ from jsonschema import Draft202012Validator, FormatChecker
 from openapi_spec_validator import validate
 
 from reconciler.api.contract import flat_routes
-from tests.api.conftest import AUTH, Harness, harness, run
+from reconciler.core.backfill import BackfillState, NewBackfill
+from tests.api.conftest import AUTH, T0, Harness, harness, run
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "specs" / "openapi.json"
 SPEC: dict[str, Any] = json.loads(SPEC_PATH.read_text())
@@ -68,8 +70,28 @@ def conforms(method: str, template: str, response: httpx.Response) -> None:
         assert not errors, f"{where}: {[e.message for e in errors][:3]}"
 
 
-def url_of(template: str, run_id: int) -> str:
-    return template.replace("{name}", TASK).replace("{run_id}", str(run_id))
+def url_of(template: str, run_id: int, backfill_id: int = 1) -> str:
+    return (template.replace("{name}", TASK).replace("{run_id}", str(run_id))
+            .replace("{backfill_id}", str(backfill_id)))
+
+
+#: The body a valid request of a route carries (the 404 cases too).
+BACKFILL = {"from": "2026-02-01", "to": "2026-02-03"}
+BODIES = {"/api/v1/tasks/{name}/backfill": BACKFILL}
+
+
+async def _backfills(h: Harness, call: Any) -> None:
+    """Start one (201), preview one (200), list, read and cancel it; a conflict each."""
+    template = "/api/v1/tasks/{name}/backfill"
+    r = await call("POST", template, 201, url_of(template, 0), headers=AUTH,
+                   json={**BACKFILL, "parallel": 2})
+    created = r.json()["backfill"]["id"]
+    await call("POST", template, 200, url_of(template, 0), headers=AUTH,
+               json={**BACKFILL, "dryRun": True})
+    await call("GET", "/api/v1/backfills", 200)
+    one = "/api/v1/backfills/{backfill_id}"
+    await call("GET", one, 200, url_of(one, 0, created))
+    await call("POST", one + "/cancel", 200, url_of(one + "/cancel", 0, created), headers=AUTH)
 
 
 async def _successes(h: Harness, seen: Seen) -> int:
@@ -102,6 +124,7 @@ async def _successes(h: Harness, seen: Seen) -> int:
     for action, body in (("suspend", {"note": "contract"}), ("resume", {"catchUp": False})):
         template = f"/api/v1/tasks/{{name}}/{action}"
         await call("POST", template, 200, url_of(template, live), headers=AUTH, json=body)
+    await _backfills(h, call)
     return live
 
 
@@ -115,15 +138,17 @@ async def _errors(h: Harness, seen: Seen, live: int) -> None:
         r = await h.client.put(url_of(template, live), headers=AUTH)
         assert r.status_code == 405, template
         seen.extend((m.upper(), template, r) for m in SPEC["paths"][template])
-    bad = {"name": "Bad_Name", "run_id": "0"}
+    bad = {"name": "Bad_Name", "run_id": "0", "backfill_id": "0"}
     for method, template in sorted(operations(h.app)):
         url = url_of(template, live)
         if method == "POST":
             await call(method, template, 401, url)  # no token
         if "{" in template:  # a path parameter out of its pattern or range; a missing one
-            await call(method, template, 422, template.format(**bad), headers=AUTH)
-            missing = template.replace("{name}", "no-such-task").replace("{run_id}", "99999")
-            await call(method, template, 404, missing, headers=AUTH)
+            await call(method, template, 422, template.format(**bad), headers=AUTH,
+                       json=BODIES.get(template))
+            missing = (template.replace("{name}", "no-such-task").replace("{run_id}", "99999")
+                       .replace("{backfill_id}", "99999"))
+            await call(method, template, 404, missing, headers=AUTH, json=BODIES.get(template))
     await call("GET", "/api/v1/tasks", 400, "/api/v1/tasks", params={"selector": "a in (b"})
     await call("GET", "/api/v1/tasks", 422, "/api/v1/tasks", params={"limit": "0"})
     await call("GET", "/api/v1/audit", 422, "/api/v1/audit", params={"limit": "0"})
@@ -145,6 +170,21 @@ async def _errors(h: Harness, seen: Seen, live: int) -> None:
     await h.settle()
     done = url_of("/api/v1/runs/{run_id}/cancel", r.json()["run"]["id"])
     await call("POST", "/api/v1/runs/{run_id}/cancel", 409, done, headers=AUTH)  # succeeded
+    backfill = "/api/v1/tasks/{name}/backfill"
+    await call("POST", backfill, 409, url_of(backfill, 0), headers=AUTH,  # no slots
+               json={"from": "2026-02-01T04:00", "to": "2026-02-01T05:00"})
+    await call("POST", backfill, 409, url_of(backfill, 0), headers=AUTH,  # reversed
+               json={**BACKFILL, "to": "2026-01-01", "dryRun": True})
+    await call("POST", backfill, 422, url_of(backfill, 0), headers=AUTH,
+               json={**BACKFILL, "parallel": 0})
+    finished = h.store.add_backfill(NewBackfill(
+        task_name=TASK, start=T0 - timedelta(days=2), end=T0, parallel=1, rerun=False,
+        total=2, created_by="alice", created_at=T0))
+    h.store.update_backfill(finished.id, state=BackfillState.SUCCEEDED, done=2, failed=0,
+                            now=T0)
+    cancel = "/api/v1/backfills/{backfill_id}/cancel"
+    await call("POST", cancel, 409, url_of(cancel, 0, finished.id), headers=AUTH)
+    await call("GET", "/api/v1/backfills", 422, "/api/v1/backfills", params={"limit": "0"})
 
 
 async def _auth_errors(root: Path, seen: Seen) -> None:

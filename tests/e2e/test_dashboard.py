@@ -328,3 +328,23 @@ def test_cli_over_http(dashboard: str, daemon: DaemonProcess) -> None:
     finally:
         os.environ.clear()
         os.environ.update(old)
+
+
+def test_the_task_page_shows_a_backfills_progress(dashboard: str, browser: Any) -> None:
+    """A backfill made through the API shows on its task's page with its state and n/m."""
+    made = api(dashboard, "/api/v1/tasks/weekly-summary/backfill", "POST",
+               {"from": "2026-01-01", "to": "2026-01-15", "parallel": 2}, token=TOKEN)
+    backfill = made["backfill"]
+    assert backfill["total"] == 2
+    wait_until(lambda: api(dashboard, f"/api/v1/backfills/{backfill['id']}")["backfill"]
+               ["state"] == "succeeded", what="the backfill to finish")
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(dashboard + "/#/tasks/weekly-summary")
+    item = page.locator(f'#task-backfills li[data-backfill="{backfill["id"]}"]')
+    item.wait_for()
+    assert "2/2" in item.inner_text()
+    assert item.locator('.badge[data-status="succeeded"]').count() == 1
+    assert item.locator("progress").get_attribute("value") == "2"
+    assert errors == []

@@ -38,6 +38,8 @@ from reconciler.core.protocols import Store
 from reconciler.store import MemoryStore, SQLStore, normalize_url, safe_url
 from reconciler.store.schema import (
     applies,
+    backfill_runs,
+    backfills,
     calendars,
     channels,
     notifications,
@@ -148,9 +150,10 @@ def wipe(engine: Engine) -> None:
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(text("TRUNCATE tasks, runs, applies, replicas, channels, calendars, "
-                              "notifications RESTART IDENTITY"))
+                              "notifications, backfills, backfill_runs RESTART IDENTITY"))
         else:
-            for table in (runs, applies, tasks, replicas, channels, calendars, notifications):
+            for table in (runs, applies, tasks, replicas, channels, calendars, notifications,
+                          backfills, backfill_runs):
                 conn.execute(table.delete())
 
 

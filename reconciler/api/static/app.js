@@ -526,6 +526,7 @@ function renderTaskPage() {
       el("span", { class: "muted rel", "data-at": f.at, text: relative(f.at) })));
   }
 
+  renderBackfills(state.backfills || [], t.timeZone);
   renderChart(state.runs);
   const body = clear($("runs").tBodies[0]);
   for (const r of state.runs) {
@@ -550,17 +551,32 @@ function renderTaskPage() {
   if (!state.runs.length) body.append(el("tr", {}, el("td", { colspan: 9, class: "muted", text: "no runs yet" })));
 }
 
+function renderBackfills(items, zone) {
+  // The task's backfills, newest first: state, progress n/m, range (its own zone).
+  const list = clear($("task-backfills"));
+  $("task-backfills-box").hidden = !items.length;
+  for (const b of items) {
+    const progress = el("progress", { max: String(b.total), value: String(b.done) });
+    list.append(el("li", { "data-backfill": String(b.id) },
+      badge(b.state), " ", el("span", { class: "mono", text: b.progress }), " ", progress, " ",
+      el("span", { class: "muted", text: `${fmtZoned(b.from, zone)} to ${fmtZoned(b.to, zone)}` +
+        (b.failed ? `, ${b.failed} failed` : "") })));
+  }
+}
+
 async function refreshTaskPage() {
   const name = state.task;
   if (!name) return;
   try {
-    const [detail, runs] = await Promise.all([
+    const [detail, runs, backfills] = await Promise.all([
       read(`${API}/tasks/${encodeURIComponent(name)}`),
       read(`${API}/tasks/${encodeURIComponent(name)}/runs?limit=100`),
+      read(`${API}/backfills?task=${encodeURIComponent(name)}&limit=20`),
     ]);
     if (state.task !== name) return;
     state.detail = detail;
     state.runs = runs.items;
+    state.backfills = backfills.items;
     renderTaskPage();
     const live = runs.items.find((r) => r.live);
     if (live && (state.selectedRun === null || state.selectedRun === live.id ||
