@@ -41,6 +41,7 @@ from reconciler.core.plan import Action, SafetyOptions
 from reconciler.core.runtime import ActualTask, RunRecord, RunStatus, Trigger
 from reconciler.core.scheduling import decide_retry
 from reconciler.daemon.api_ops import DaemonApi
+from reconciler.daemon.notices import PolicyOf, stored_policies
 from reconciler.daemon.offload import OffloadExecutor
 from reconciler.daemon.scheduler import Scheduler
 from reconciler.daemon.sender import NotificationSender
@@ -260,8 +261,12 @@ class Daemon:
             return  # "stale" by a clock that is off: a peer's live runs would look dead
         now = self.clock.now()
         stale_before = None if all_running else now - self.config.abandon_after
+        policy_of: PolicyOf = self.scheduler.policy_of
+        routes = await self.worker.call(self.scheduler.notices.routes)
+        if not self._started and routes:  # the scheduler knows no task yet
+            policy_of = stored_policies(await self.worker.bulk(self.store.load_tasks))
         runs = await self.worker.call(
-            self.store.abandon_runs,
+            self.scheduler.notices.abandon_runs, policy_of,
             replica=self.config.replica,
             stale_before=stale_before,
             now=now,

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from reconciler.core.clock import Clock
+from reconciler.core.errors import ReconcilerError
 from reconciler.core.model import NotifyEvent
 from reconciler.core.notify import (
     ChannelRoute,
@@ -25,8 +26,8 @@ from reconciler.core.notify import (
 )
 from reconciler.core.outbox import NewNotification, NotifyBuilder
 from reconciler.core.protocols import NewRun, RunStore
-from reconciler.core.runtime import ActualChannel, RunRecord, RunStatus
-from reconciler.core.scheduling import TaskPolicy
+from reconciler.core.runtime import ActualChannel, ActualTask, RunRecord, RunStatus
+from reconciler.core.scheduling import TaskPolicy, decide_retry
 
 #: The outcomes that count for ``recovered`` (runs that ran to an end).
 RAN = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED)
@@ -126,6 +127,49 @@ class Notices:
         records = self.store.insert_runs(rows, notify=notify)
         self._wake()
         return records
+
+
+    def abandon_runs(self, policy_of: PolicyOf, **query: Any) -> list[RunRecord]:
+        """``abandon_runs`` (``query``: its arguments) with the outbox rows of each run's
+        ``abandoned`` event, none while the task's retry policy runs the slot again (the
+        daemon queues that retry by the same :func:`decide_retry`)."""
+        if not self.routes():
+            return self.store.abandon_runs(**query)
+
+        def notify(record: RunRecord) -> list[NewNotification]:
+            policy = policy_of(record.task_name)
+            if policy is None:
+                return []
+            ended = record.finished_at or self.clock.now()
+            retrying = decide_retry(policy, RunStatus.ABANDONED, record.attempt,
+                                    ended) is not None
+            pairs = self._pairs(policy, decide_events(RunStatus.ABANDONED, retrying=retrying,
+                                                      previous=None))
+            return _rows(pairs, dict(policy.manifest.metadata.labels), self.clock, record)
+
+        records = self.store.abandon_runs(notify=notify, **query)
+        if records:
+            self._wake()
+        return records
+
+
+def stored_policies(rows: Sequence[ActualTask]) -> PolicyOf:
+    """Policies of stored task rows, built when asked for (before the scheduler knows
+    any task: the runs abandoned at start-up)."""
+    by_name = {r.name: r for r in rows}
+
+    @functools.cache
+    def policy_of(name: str) -> TaskPolicy | None:
+        row = by_name.get(name)
+        if row is None:
+            return None
+        try:
+            return TaskPolicy.from_document(row.name, row.generation, row.document,
+                                            row.suspended)
+        except (ValueError, ReconcilerError):  # unusable stored spec: the scheduler logs it
+            return None
+
+    return policy_of
 
 
 def _rows(pairs: Sequence[tuple[str, NotifyEvent]], labels: dict[str, str], clock: Clock,

@@ -406,7 +406,8 @@ class MemoryStore(MemoryOutbox):
         return len(doomed)
 
     def abandon_runs(
-        self, *, replica: str, stale_before: datetime | None, now: datetime, reason: str
+        self, *, replica: str, stale_before: datetime | None, now: datetime, reason: str,
+        notify: NotifyBuilder | None = None,
     ) -> list[RunRecord]:
         at, before = _utc(now), _utc(stale_before)
 
@@ -424,14 +425,12 @@ class MemoryStore(MemoryOutbox):
             )
 
         with self._lock:
-            out = []
-            for run_id in sorted(self._runs):
-                if gone(self._runs[run_id]):
-                    self._runs[run_id] = replace(
-                        self._runs[run_id], status=RunStatus.ABANDONED, finished_at=at,
-                        reason=reason,
-                    )
-                    out.append(self._runs[run_id])
+            out = [replace(r, status=RunStatus.ABANDONED, finished_at=at, reason=reason)
+                   for _, r in sorted(self._runs.items()) if gone(r)]
+            rows = [n for r in out for n in notify(r)] if notify is not None else []
+            self._write_outbox(rows)  # raises: nothing written
+            for r in out:
+                self._runs[r.id] = r
             return out
 
     def claim_pending_run(

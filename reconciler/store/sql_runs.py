@@ -213,7 +213,8 @@ class SQLRuns(SQLBase):
     # ------------------------------------------------------------ daemon: run rows
 
     def abandon_runs(
-        self, *, replica: str, stale_before: datetime | None, now: datetime, reason: str
+        self, *, replica: str, stale_before: datetime | None, now: datetime, reason: str,
+        notify: NotifyBuilder | None = None,
     ) -> list[RunRecord]:
         """Mark runs whose process is gone ``abandoned``; return them (oldest id first).
 
@@ -224,7 +225,8 @@ class SQLRuns(SQLBase):
         (``coalesce(heartbeat_at, started_at, created_at)``) is older than
         ``stale_before``. Each row is updated on its own with the full condition
         re-checked, so a run that finished (or heartbeated) meanwhile is left alone and
-        not returned. ``finished_at`` = ``now``, ``reason`` = ``reason``.
+        not returned. ``finished_at`` = ``now``, ``reason`` = ``reason``. ``notify``: the
+        outbox rows of each abandoned run, written in the same transaction.
         """
         check_aware(now=now, stale_before=stale_before)
         condition: ColumnElement[bool]
@@ -261,6 +263,9 @@ class SQLRuns(SQLBase):
             for chunk in chunks(abandoned):
                 rows = conn.execute(select(runs).where(runs.c.id.in_(chunk)).order_by(runs.c.id))
                 records.extend(run_record(row) for row in rows)
+            if notify is not None:
+                for record in records:
+                    write_outbox(conn, notify(record))
         return records
 
     def claim_pending_run(

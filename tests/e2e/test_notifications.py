@@ -206,3 +206,27 @@ def test_kill_9_with_events_in_the_outbox_delivers_them_after_restart(
                what="every event of the killed daemon to arrive")
     wait_until(lambda: waiting <= outbox_ids(daemon, OutboxStatus.SENT), timeout=5,
                what="the rows recorded sent")
+
+
+def test_a_run_abandoned_by_a_killed_daemon_is_notified_at_restart(
+        notifying: DaemonProcess, receiver: Receiver) -> None:
+    """kill -9 while a run is going: the restarted daemon marks it abandoned and its
+    ``abandoned`` event is written in that transaction (then delivered)."""
+    daemon = notifying
+    receiver.up()
+    daemon.write("channels.yaml", channel_yaml(receiver.port))
+    daemon.write("slow.yaml", task_yaml("slow", "@every 1h", 'command: ["sleep", "600"]',
+                                        notify="[{channel: hook}]"))
+    daemon.start(*FAST)
+    daemon.cli("trigger", "slow")
+    wait_until(lambda: any(r.status is RunStatus.RUNNING for r in daemon.runs("slow")),
+               timeout=15, what="the run to start")
+    daemon.signal(signal.SIGKILL)
+    daemon.wait()
+    daemon.start(*FAST)
+    wait_until(lambda: any(e["event"] == "abandoned" for e in receiver.events()), timeout=15,
+               what="the abandoned event")
+    (event,) = [e for e in receiver.events() if e["event"] == "abandoned"]
+    (run,) = [r for r in daemon.runs("slow") if r.status is RunStatus.ABANDONED]
+    assert (event["task"], event["run"]["id"], event["run"]["status"]) == (
+        "slow", run.id, "abandoned")

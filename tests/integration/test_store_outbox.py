@@ -164,3 +164,27 @@ def test_listing_and_counting(store: Store) -> None:
     assert [r.id for r in store.list_notifications(statuses=[OutboxStatus.FAILED])] == ids[:1]
     assert [r.id for r in store.list_notifications(limit=1)] == ids[2:]
     assert store.notification_counts() == {"failed": 1, "pending": 2}
+
+
+def test_abandoned_runs_and_their_notifications_are_written_together(store: Store) -> None:
+    run = running(store)
+
+    def broken(record: RunRecord) -> list[NewNotification]:
+        raise RuntimeError("outbox broke")
+
+    with pytest.raises(RuntimeError):
+        store.abandon_runs(replica="r1", stale_before=None, now=T0, reason="gone",
+                           notify=broken)
+    got = store.get_run(run.id)
+    assert got is not None and got.status is RunStatus.RUNNING
+    assert store.list_notifications() == []
+    (abandoned,) = store.abandon_runs(replica="r1", stale_before=None, now=T0, reason="gone",
+                                      notify=builder("ops", "dev"))
+    assert (abandoned.id, abandoned.status) == (run.id, RunStatus.ABANDONED)
+    rows = store.list_notifications()
+    assert sorted((r.channel, r.event, r.run_id) for r in rows) == [
+        ("dev", "abandoned", run.id), ("ops", "abandoned", run.id)]
+    # nothing left to abandon: no rows either
+    assert store.abandon_runs(replica="r1", stale_before=None, now=T0, reason="gone",
+                              notify=builder("ops")) == []
+    assert len(store.list_notifications()) == 2
