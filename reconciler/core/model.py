@@ -285,7 +285,7 @@ class NotifyEvent(enum.StrEnum):
     TIMED_OUT = "timed_out"
     ABANDONED = "abandoned"
     MISSED = "missed"
-    LATE = "late"  # reserved for ``spec.deadline`` (not produced yet)
+    LATE = "late"  # no success of a slot within ``spec.deadline`` of it
     RECOVERED = "recovered"  # the first success after a failure
     SUCCEEDED = "succeeded"  # every success; never in the default list
 
@@ -359,6 +359,15 @@ class Retries(_Frozen):
     max_backoff: Duration = timedelta(minutes=5)
 
 
+class Ping(_Frozen):
+    """healthchecks.io-style pings: ``URL/start`` when a run starts, ``URL`` when it
+    succeeds, ``URL/fail`` when it fails (the output's tail as body)."""
+
+    url: str = Field(pattern=r"^https?://[^\s/$.?#][^\s?#]*$", max_length=8192,
+                     description="The check's ping URL (no query: /start and /fail are "
+                                 "appended).")
+
+
 class History(_Frozen):
     """How many finished runs of each kind are kept per task."""
 
@@ -403,6 +412,12 @@ class TaskSpec(_Frozen):
     active_until: Instant | None = Field(
         default=None, description="No slot after this (a date: the end of that day).")
     notify: list[NotifyRule] = Field(default=[], max_length=32)
+    deadline: Duration | None = Field(
+        default=None,
+        description="A slot's run must have succeeded within this much of the (nominal) "
+                    "slot; otherwise a late event fires at slot + deadline.",
+    )
+    ping: Ping | None = None
     limits: Limits | None = None
 
     @field_validator("notify")

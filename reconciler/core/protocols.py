@@ -143,6 +143,9 @@ class RunStore(Protocol):
         ``notify`` is called with each run as written; the outbox rows it returns are
         written in the same transaction."""
 
+    def runs_of_slot(self, task_name: str, slot: datetime) -> list[RunRecord]:
+        """Every run of ``(task_name, slot)``, by attempt (``spec.deadline``)."""
+
     def next_attempt(self, task_name: str, slot: datetime) -> int:
         """1 + the highest attempt recorded for ``(task_name, slot)``; 1 when there is none."""
 

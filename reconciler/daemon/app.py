@@ -27,6 +27,7 @@ import os
 import signal
 import socket
 import uuid
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -143,8 +144,11 @@ class Daemon:
         db_guard: FileGuard | None = None,
         cluster: Cluster | None = None,
         sender: NotificationSender | None = None,
+        loops: Sequence[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = (),
     ) -> None:
         self.config = config
+        #: More loops run until stopped (the deadline watcher, the heartbeat pings)
+        self.loops = loops
         #: Delivers the notification outbox on its own thread (None: not here)
         self.sender = sender
         self.clock = clock
@@ -541,6 +545,7 @@ class Daemon:
             loop.create_task(self.poll_loop()),
             loop.create_task(self.heartbeat_loop()),
         ]
+        loops.extend(loop.create_task(extra(self.stop)) for extra in self.loops)
         if self.skew_guard is not None:
             loops.append(loop.create_task(self.skew_guard.run(self.stop)))
         await self.stop.wait()

@@ -5,8 +5,9 @@ handed to what uses it through its constructor (nothing is set after constructio
     cluster: coordinator, claimer, skew guard   (--zookeeper only)
     observer (the API's index, metrics, events: it watches the scheduler)
     sender (the notification outbox's, on its own thread), notices(store, sender.wake)
-    scheduler(store, worker, claimer, executor, clock, listener=observer, clock_refusal,
-              notices)
+    deadlines (the deadline watcher: a listener of the scheduler, and a loop)
+    scheduler(store, worker, claimer, executor, clock, listener=observer + deadlines,
+              clock_refusal, notices)
     api(parts, observer)
     daemon(everything above)
 """
@@ -23,8 +24,10 @@ from reconciler.core.protocols import Claimer, Executor
 from reconciler.daemon.api_ops import DaemonApi, DaemonParts
 from reconciler.daemon.app import Daemon, DaemonConfig
 from reconciler.daemon.claims import InProcessClaimer
+from reconciler.daemon.deadlines import DeadlineWatcher
 from reconciler.daemon.notices import Notices
 from reconciler.daemon.offload import OffloadExecutor
+from reconciler.daemon.runs import Listeners
 from reconciler.daemon.scheduler import Scheduler, SchedulerConfig
 from reconciler.daemon.sender import NotificationSender, SenderConfig
 from reconciler.daemon.state import Cluster, DaemonState
@@ -73,6 +76,11 @@ def build_daemon(config: DaemonConfig, *, clock: Clock | None = None,
         on_result=metrics.notification_result, on_backlog=metrics.set_notification_backlog,
     )
     notices = Notices(store, clock, channels=store.load_channels, wake=sender.wake)
+    deadlines = DeadlineWatcher(
+        store, worker, clock, notices,
+        lambda name: scheduler.policy_of(name) if scheduler is not None else None,
+        is_writer=(lambda: cluster.coordinator.is_writer) if cluster is not None else _always,
+    )
     gate = TickGate()  # the API thread holds back while the scheduler starts a second's runs
     scheduler = Scheduler(
         store, worker, claimer, executor, clock,
@@ -83,7 +91,7 @@ def build_daemon(config: DaemonConfig, *, clock: Clock | None = None,
             skip_covered_slots=cluster is not None,
             unclaimed_grace=config.unclaimed_grace,
         ),
-        listener=observer,
+        listener=Listeners(observer, deadlines),
         # a clock off the bound decides nothing
         clock_refusal=cluster.skew_guard.over_bound if cluster is not None else None,
         on_tick=gate.busy,
@@ -105,7 +113,12 @@ def build_daemon(config: DaemonConfig, *, clock: Clock | None = None,
                         describe_holder=lambda: _lock_holder(store, config.replica))
     return Daemon(config, clock=clock, store=store, worker=worker, cache=cache,
                   scheduler=scheduler, executor=offload, api=api, state=state,
-                  instance_lock=lock, db_guard=db_guard, cluster=cluster, sender=sender)
+                  instance_lock=lock, db_guard=db_guard, cluster=cluster, sender=sender,
+                  loops=(deadlines.run,))
+
+
+def _always() -> bool:
+    return True
 
 
 def run_daemon(config: DaemonConfig) -> int:

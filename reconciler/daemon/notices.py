@@ -55,6 +55,10 @@ class Notices:
         self._routes: list[ChannelRoute] | None = None
         self._loaded_at = 0.0
 
+    def wake(self) -> None:
+        """Tell the sender that rows were written."""
+        self._wake()
+
     def routes(self) -> list[ChannelRoute]:
         if self._channels is None:
             return []
@@ -67,7 +71,7 @@ class Notices:
             self._loaded_at = now
         return self._routes
 
-    def _pairs(self, policy: TaskPolicy,
+    def pairs(self, policy: TaskPolicy,
                events: Sequence[NotifyEvent]) -> tuple[tuple[str, NotifyEvent], ...]:
         if not events:
             return ()
@@ -89,9 +93,9 @@ class Notices:
         """``update_run`` of a run's end, with the outbox rows of its events."""
         notify: NotifyBuilder | None = None
         status = RunStatus(values["status"])
-        if policy is not None and self._pairs(policy, ALL_EVENTS):
+        if policy is not None and self.pairs(policy, ALL_EVENTS):
             previous = self._previous(record) if status is RunStatus.SUCCEEDED else None
-            pairs = self._pairs(policy, decide_events(status, retrying=retrying,
+            pairs = self.pairs(policy, decide_events(status, retrying=retrying,
                                                       previous=previous))
             if pairs:
                 labels = dict(policy.manifest.metadata.labels)
@@ -113,7 +117,7 @@ class Notices:
             policy = policy_of(row.task_name) if events else None
             if policy is None or row.task_name in chosen:
                 continue
-            pairs = self._pairs(policy, events)
+            pairs = self.pairs(policy, events)
             if pairs:
                 chosen[row.task_name] = (pairs, dict(policy.manifest.metadata.labels))
         if not chosen:
@@ -143,7 +147,7 @@ class Notices:
             ended = record.finished_at or self.clock.now()
             retrying = decide_retry(policy, RunStatus.ABANDONED, record.attempt,
                                     ended) is not None
-            pairs = self._pairs(policy, decide_events(RunStatus.ABANDONED, retrying=retrying,
+            pairs = self.pairs(policy, decide_events(RunStatus.ABANDONED, retrying=retrying,
                                                       previous=None))
             return _rows(pairs, dict(policy.manifest.metadata.labels), self.clock, record)
 

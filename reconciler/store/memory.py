@@ -457,6 +457,12 @@ class MemoryStore(MemoryOutbox):
             )
             return True
 
+    def runs_of_slot(self, task_name: str, slot: datetime) -> list[RunRecord]:
+        at = _utc(slot)
+        with self._lock:
+            found = [r for r in self._runs.values() if r.task_name == task_name and r.slot == at]
+        return sorted(found, key=lambda r: (r.attempt, r.id))
+
     def next_attempt(self, task_name: str, slot: datetime) -> int:
         at = _utc(slot)
         with self._lock:

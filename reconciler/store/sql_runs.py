@@ -305,6 +305,15 @@ class SQLRuns(SQLBase):
         with self._errors(f"claim run {run_id}"), self.engine.begin() as conn:
             return bool(conn.execute(stmt).rowcount == 1)
 
+    def runs_of_slot(self, task_name: str, slot: datetime) -> list[RunRecord]:
+        """Every run of ``(task_name, slot)``, by attempt."""
+        check_aware(slot=slot)
+        stmt = (select(runs).where(runs.c.task_name == task_name, runs.c.slot == slot)
+                .order_by(runs.c.attempt, runs.c.id))
+        with self._errors(f"read the runs of a slot of {task_name}"), \
+                self.engine.connect() as conn:
+            return [run_record(row) for row in conn.execute(stmt)]
+
     def next_attempt(self, task_name: str, slot: datetime) -> int:
         """1 + the highest attempt recorded for ``(task_name, slot)``; 1 when there is none."""
         stmt = select(func.max(runs.c.attempt)).where(

@@ -230,3 +230,61 @@ def test_a_run_abandoned_by_a_killed_daemon_is_notified_at_restart(
     (run,) = [r for r in daemon.runs("slow") if r.status is RunStatus.ABANDONED]
     assert (event["task"], event["run"]["id"], event["run"]["status"]) == (
         "slow", run.id, "abandoned")
+
+
+def late_setup(daemon: DaemonProcess, receiver: Receiver, run: str) -> None:
+    receiver.up()
+    daemon.write("channels.yaml", channel_yaml(receiver.port))
+    daemon.write("late.yaml", task_yaml("late", "*/10 * * * * *", run, deadline="3s",
+                                        notify="[{channel: hook}]"))
+
+
+def late_events(receiver: Receiver) -> list[tuple[float, dict[str, Any]]]:
+    with receiver._lock:
+        got = [(at, json.loads(body)) for at, _, body in receiver.received]
+    return [(at, e) for at, e in got if e["event"] == "late"]
+
+
+def test_a_run_still_going_at_its_deadline_is_late_within_2s(
+        notifying: DaemonProcess, receiver: Receiver) -> None:
+    daemon = notifying
+    late_setup(daemon, receiver, 'command: ["sleep", "30"]')
+    daemon.start(*FAST)
+    wait_until(lambda: late_events(receiver), timeout=25, what="a late event")
+    arrived, event = late_events(receiver)[0]
+    due = datetime.fromisoformat(event["at"]).timestamp()
+    slot = datetime.fromisoformat(event["run"]["slot"])
+    assert due == slot.timestamp() + 3
+    assert 0 <= arrived - due < 2.0, f"delivered {arrived - due:.2f}s after the deadline"
+    assert event["id"] == f"late/{slot.isoformat()}/0/late"
+    assert event["run"]["status"] == "running"
+
+
+def test_a_deadline_passed_while_the_daemon_was_down_is_late_at_start_up(
+        notifying: DaemonProcess, receiver: Receiver) -> None:
+    """The daemon is stopped at the slot: the restarted daemon writes the late event
+    at start-up (it looks back), once, and none for the slots that succeeded."""
+    daemon = notifying
+    late_setup(daemon, receiver, 'command: ["true"]')
+    daemon.start(*FAST)
+    daemon.stop()
+    stopped = time.time()
+    missed = (int(stopped) // 10 + 1) * 10  # the next slot: nobody runs it
+    time.sleep(max(0.0, missed + 3.5 - time.time()))
+    daemon.start(*FAST)
+    ready = time.time()
+    wait_until(lambda: any(datetime.fromisoformat(e["run"]["slot"]).timestamp() == missed
+                           for _, e in late_events(receiver)),
+               timeout=10, what="the missed slot's late event")
+    events = late_events(receiver)
+    ids = [e["id"] for _, e in events]
+    assert len(ids) == len(set(ids)), "a late event was delivered twice"
+    mine = [(at, e) for at, e in events
+            if datetime.fromisoformat(e["run"]["slot"]).timestamp() == missed]
+    ((arrived, _),) = mine
+    assert arrived - ready < 2.0, f"delivered {arrived - ready:.2f}s after start-up"
+    succeeded = {r.slot.timestamp() for r in daemon.runs("late")
+                 if r.status is RunStatus.SUCCEEDED and r.finished_at is not None
+                 and (r.finished_at - r.slot).total_seconds() <= 3}
+    assert not succeeded & {datetime.fromisoformat(e["run"]["slot"]).timestamp()
+                            for _, e in events}
