@@ -359,6 +359,10 @@ class Retries(_Frozen):
     max_backoff: Duration = timedelta(minutes=5)
 
 
+#: An http(s) URL (``run.http.url``, ``--heartbeat-url``).
+URL_PATTERN = r"^https?://[^\s/$.?#][^\s]*$"
+
+
 class Ping(_Frozen):
     """healthchecks.io-style pings: ``URL/start`` when a run starts, ``URL`` when it
     succeeds, ``URL/fail`` when it fails (the output's tail as body)."""

@@ -18,6 +18,8 @@ status and carries out the result.
   task's slots for the daemon's deadline watcher; :func:`late_rows` builds the outbox
   rows of a ``late`` event (its id has attempt 0: one per slot, whichever replica or
   restart decides it).
+* :func:`ping_of`: the healthchecks.io-style ping of a run's start or end
+  (``spec.ping``).
 * :class:`NotificationEvent`: the wire format (the webhook's body, camelCase like the
   API; ``specs/notification.schema.json`` is generated from it) and
   :func:`notification_event` to build one. ``id`` is a stable key
@@ -272,3 +274,32 @@ def late_rows(event: NotificationEvent, channels: Sequence[str],
     return [NewNotification(channel=c, task_name=event.task, event=event.event.value,
                             event_id=event.id, body=body, created_at=now,
                             run_id=event.run.id or None) for c in channels]
+
+
+# ---------------------------------------------------------------------------- pings
+
+#: Run ends that are pinged ``URL/fail``.
+PING_FAILURES = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED})
+#: How much of a run's output a ``/fail`` ping carries (its end).
+PING_TAIL_CHARS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    url: str
+    body: str = ""
+
+
+def ping_of(url: str, status: RunStatus, output_tail: str | None = None) -> Ping | None:
+    """The ping of a run that is now ``status`` to the check at ``url``: ``URL/start``
+    when it starts (running), ``URL`` when it succeeded, ``URL/fail`` with the output's
+    tail when it failed, timed out or was abandoned; None otherwise (cancelled,
+    skipped, missed: nobody ran it to an end)."""
+    base = url.rstrip("/")
+    if status is RunStatus.RUNNING:
+        return Ping(f"{base}/start")
+    if status is RunStatus.SUCCEEDED:
+        return Ping(base)
+    if status in PING_FAILURES:
+        return Ping(f"{base}/fail", (output_tail or "")[-PING_TAIL_CHARS:])
+    return None

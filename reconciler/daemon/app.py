@@ -100,6 +100,9 @@ class DaemonConfig:
     # folded into the next); a failed delivery is retried after notify_backoff, doubling
     notify_min_interval: timedelta = timedelta(minutes=5)
     notify_backoff: timedelta = timedelta(seconds=10)
+    # the daemon pings this URL every heartbeat_every (healthchecks.io style); None: off
+    heartbeat_url: str | None = None
+    heartbeat_every: timedelta = timedelta(seconds=60)
     # what this daemon runs as: tasks it cannot run as declared are manifest errors
     host: HostFacts = field(default_factory=lambda: HostFacts(root=os.geteuid() == 0))
 

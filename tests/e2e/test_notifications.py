@@ -37,6 +37,7 @@ class Receiver:
     def __init__(self) -> None:
         self.port = free_port()
         self.received: list[tuple[float, dict[str, str], bytes]] = []
+        self.paths: list[tuple[float, str, bytes]] = []  # every request: its path too
         self._server: ThreadingHTTPServer | None = None
         self._lock = threading.Lock()
 
@@ -47,7 +48,10 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with outer._lock:
-                    outer.received.append((time.time(), dict(self.headers.items()), body))
+                    outer.paths.append((time.time(), self.path, body))
+                    if not self.path.startswith("/ping"):
+                        outer.received.append((time.time(), dict(self.headers.items()),
+                                               body))
                 self.send_response(204)
                 self.end_headers()
 
@@ -288,3 +292,50 @@ def test_a_deadline_passed_while_the_daemon_was_down_is_late_at_start_up(
                  and (r.finished_at - r.slot).total_seconds() <= 3}
     assert not succeeded & {datetime.fromisoformat(e["run"]["slot"]).timestamp()
                             for _, e in events}
+
+
+
+def pings(receiver: Receiver) -> list[tuple[str, bytes]]:
+    with receiver._lock:
+        return [(path, body) for _, path, body in receiver.paths if path.startswith("/ping")]
+
+
+def test_pings_of_runs_and_the_daemons_heartbeat(
+        daemon: DaemonProcess, receiver: Receiver) -> None:
+    """spec.ping: /start and /fail with the output's tail (a failing task), /start and
+    the bare URL (a succeeding one); --heartbeat-url pinged every --heartbeat-every; a
+    receiver that is down costs nothing but the pings."""
+    receiver.up()
+    base = f"http://127.0.0.1:{receiver.port}"
+    daemon.write("bad.yaml", task_yaml(
+        "bad", "@every 1h", 'shell: "echo disk full; exit 3"',
+        ping=f"{{url: {base}/ping/bad}}"))
+    daemon.write("good.yaml", task_yaml("good", "@every 1h", 'command: ["true"]',
+                                        ping=f"{{url: {base}/ping/good/}}"))
+    daemon.start("--heartbeat-url", f"{base}/ping/daemon", "--heartbeat-every", "300ms")
+    daemon.cli("trigger", "bad")
+    daemon.cli("trigger", "good")
+    wanted = {"/ping/bad/start", "/ping/bad/fail", "/ping/good/start", "/ping/good"}
+    wait_until(lambda: wanted <= {p for p, _ in pings(receiver)}, timeout=15,
+               what="the runs' pings")
+    got = dict(pings(receiver))
+    assert got["/ping/bad/fail"].decode().strip() == "disk full"
+    assert got["/ping/good"] == b""
+    paths = [p for p, _ in pings(receiver)]
+    assert paths.index("/ping/bad/start") < paths.index("/ping/bad/fail")
+    wait_until(lambda: sum(p == "/ping/daemon" for p, _ in pings(receiver)) >= 3, timeout=5,
+               what="three heartbeats")
+    daemon.stop()
+    beats = sum(p == "/ping/daemon" for p, _ in pings(receiver))
+    time.sleep(1)
+    assert sum(p == "/ping/daemon" for p, _ in pings(receiver)) == beats  # stopped: silent
+    log = daemon.log.read_text()
+    assert "/ping/daemon" not in log and "/ping/bad" not in log  # never logged
+
+
+def test_a_bad_heartbeat_url_is_refused_naming_the_flag(daemon: DaemonProcess) -> None:
+    result = daemon.cli("run", "--manifests", str(daemon.manifests),
+                        "--heartbeat-url", "ftp://hc.example/secret-key")
+    assert result.returncode != 0
+    assert "--heartbeat-url: not an http:// or https:// URL" in result.stderr
+    assert "secret-key" not in result.stderr

@@ -14,7 +14,9 @@ from reconciler.core.model import NotifyEvent
 from reconciler.core.notify import (
     NOT_STARTED,
     OUTPUT_TAIL_CHARS,
+    PING_TAIL_CHARS,
     ChannelRoute,
+    Ping,
     deadline_slots,
     decide_events,
     decide_late,
@@ -22,6 +24,7 @@ from reconciler.core.notify import (
     late_rows,
     next_deadline,
     notification_event,
+    ping_of,
     route,
 )
 from reconciler.core.runtime import RunRecord, RunStatus, Trigger
@@ -169,3 +172,22 @@ def test_the_late_event_of_a_slot_with_and_without_runs() -> None:
     assert (row.channel, row.event, row.event_id, row.run_id, row.created_at) == (
         "ops", "late", going.id, 43, at(7))
     assert late_rows(event, ["ops"], at(7))[0].run_id is None
+
+
+@pytest.mark.parametrize(("status", "expected"), [
+    (S.RUNNING, Ping("https://hc.example/k/start")),
+    (S.SUCCEEDED, Ping("https://hc.example/k")),
+    (S.FAILED, Ping("https://hc.example/k/fail", "tail")),
+    (S.TIMED_OUT, Ping("https://hc.example/k/fail", "tail")),
+    (S.ABANDONED, Ping("https://hc.example/k/fail", "tail")),
+    (S.CANCELLED, None), (S.SKIPPED, None), (S.MISSED, None), (S.PENDING, None),
+])
+def test_ping_of(status: S, expected: Ping | None) -> None:
+    assert ping_of("https://hc.example/k/", status, "tail") == expected
+
+
+def test_a_fail_ping_carries_the_end_of_the_output() -> None:
+    ping = ping_of("https://hc.example/k", S.FAILED, "x" * PING_TAIL_CHARS + "END")
+    assert ping is not None and len(ping.body) == PING_TAIL_CHARS
+    assert ping.body.endswith("END")
+    assert ping_of("https://hc.example/k", S.FAILED, None) == Ping("https://hc.example/k/fail")
