@@ -283,6 +283,8 @@ class Daemon:
                 else "its replica stopped heartbeating"
             ),
         )
+        if not self._started:
+            self.scheduler.notices.forget_routes()
         for run in runs:
             log.warning("run %d of %s (slot %s) abandoned", run.id, run.task_name,
                         run.slot.isoformat())

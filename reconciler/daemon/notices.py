@@ -71,6 +71,11 @@ class Notices:
             self._loaded_at = now
         return self._routes
 
+    def forget_routes(self) -> None:
+        """Read the channels again at the next use (the start-up's read came before the
+        first apply wrote them)."""
+        self._routes = None
+
     def pairs(self, policy: TaskPolicy,
                events: Sequence[NotifyEvent]) -> tuple[tuple[str, NotifyEvent], ...]:
         if not events:
