@@ -151,6 +151,20 @@ def _duration_arg(flag: str, text: str) -> Any:
         raise SystemExit(f"error: {flag}: {exc}") from None
 
 
+def _url_arg(flag: str, text: str | None) -> str | None:
+    import re
+
+    from reconciler.core.model import URL_PATTERN
+
+    if not text:
+        return None
+    if len(text) > 8192 or not re.match(URL_PATTERN, text):
+        # the URL may hold a key: say what is wrong, not what it is
+        raise SystemExit(f"error: {flag}: not an http:// or https:// URL "
+                         "(scheme, host, then no spaces)")
+    return text
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import logging
 
@@ -163,6 +177,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # httpx logs every request's URL at INFO, httpcore its connections at DEBUG: a ping,
+    # heartbeat or Slack webhook URL is a credential (never logged)
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     config = DaemonConfig(
         manifests=args.manifests,
         database=args.database,
@@ -189,6 +207,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         unclaimed_grace=_duration_arg("--unclaimed-grace", args.unclaimed_grace),
         notify_min_interval=_duration_arg("--notify-min-interval", args.notify_min_interval),
         notify_backoff=_duration_arg("--notify-backoff", args.notify_backoff),
+        heartbeat_url=_url_arg("--heartbeat-url", args.heartbeat_url),
+        heartbeat_every=_duration_arg("--heartbeat-every", args.heartbeat_every),
     )
     clock: Any = None
     if args.clock_offset_file:

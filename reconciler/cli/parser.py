@@ -198,6 +198,13 @@ def _run_command(sub: Subparsers, parents: Parents) -> None:
                    help="at most one notification per channel, task and event this often; "
                         "the others are summed up in the next (env "
                         "RECONCILER_NOTIFY_MIN_INTERVAL, default 5m)")
+    p.add_argument("--heartbeat-url", default=env("RECONCILER_HEARTBEAT_URL"),
+                   help="ping this http(s) URL every --heartbeat-every (healthchecks.io "
+                        "style), so a dead daemon is noticed from outside (env "
+                        "RECONCILER_HEARTBEAT_URL; never logged)")
+    p.add_argument("--heartbeat-every", default=env("RECONCILER_HEARTBEAT_EVERY", "60s"),
+                   help="how often --heartbeat-url is pinged (env RECONCILER_HEARTBEAT_EVERY, "
+                        "default 60s)")
     p.add_argument("--notify-backoff", default=env("RECONCILER_NOTIFY_BACKOFF", "10s"),
                    help="wait before retrying a failed delivery, doubled per attempt up to "
                         "1h; given up after 24h (env RECONCILER_NOTIFY_BACKOFF, default 10s)")

@@ -291,6 +291,19 @@ class Retries(_Frozen):
     max_backoff: Duration = timedelta(minutes=5)
 
 
+#: An http(s) URL (``run.http.url``, ``--heartbeat-url``).
+URL_PATTERN = r"^https?://[^\s/$.?#][^\s]*$"
+
+
+class Ping(_Frozen):
+    """healthchecks.io-style pings: ``URL/start`` when a run starts, ``URL`` when it
+    succeeds, ``URL/fail`` when it fails (the output's tail as body)."""
+
+    url: str = Field(pattern=r"^https?://[^\s/$.?#][^\s?#]*$", max_length=8192,
+                     description="The check's ping URL (no query: /start and /fail are "
+                                 "appended).")
+
+
 class History(_Frozen):
     """How many finished runs of each kind are kept per task."""
 
@@ -339,6 +352,12 @@ class TaskSpec(_Frozen):
         Field(default=[], max_length=16,
               description="metadata.name of kind: Calendar manifests: slots they exclude "
                           "do not run."))
+    deadline: Duration | None = Field(
+        default=None,
+        description="A slot's run must have succeeded within this much of the (nominal) "
+                    "slot; otherwise a late event fires at slot + deadline.",
+    )
+    ping: Ping | None = None
     limits: Limits | None = None
     params: dict[ParamName, Param] = Field(
         default={}, max_length=64,

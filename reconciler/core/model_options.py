@@ -25,7 +25,7 @@ class NotifyEvent(enum.StrEnum):
     TIMED_OUT = "timed_out"
     ABANDONED = "abandoned"
     MISSED = "missed"
-    LATE = "late"  # reserved for ``spec.deadline`` (not produced yet)
+    LATE = "late"  # no success of a slot within ``spec.deadline`` of it
     RECOVERED = "recovered"  # the first success after a failure
     SUCCEEDED = "succeeded"  # every success; never in the default list
 

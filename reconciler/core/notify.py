@@ -12,6 +12,14 @@ status and carries out the result.
   task's labels gets the default list (:data:`~reconciler.core.model.DEFAULT_NOTIFY_ON`)
   unless the task names it explicitly (then its rule decides). ``succeeded`` is sent
   only where a rule lists it.
+* :func:`decide_late`: is a slot late at an instant (``spec.deadline``: no run of it
+  succeeded within the deadline of the nominal slot, whatever else happened to it);
+  :func:`deadline_slots` and :func:`next_deadline` step through the deadlines of a
+  task's slots for the daemon's deadline watcher; :func:`late_rows` builds the outbox
+  rows of a ``late`` event (its id has attempt 0: one per slot, whichever replica or
+  restart decides it).
+* :func:`ping_of`: the healthchecks.io-style ping of a run's start or end
+  (``spec.ping``).
 * :class:`NotificationEvent`: the wire format (the webhook's body, camelCase like the
   API; ``specs/notification.schema.json`` is generated from it) and
   :func:`notification_event` to build one. ``id`` is a stable key
@@ -22,15 +30,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from reconciler.core.durations import format_duration
 from reconciler.core.model import DEFAULT_NOTIFY_ON, NotifyEvent, TaskManifest
 from reconciler.core.outbox import NewNotification
-from reconciler.core.runtime import RunRecord, RunStatus
+from reconciler.core.runtime import RunRecord, RunStatus, Trigger
+from reconciler.core.scheduling import TaskSlots
 from reconciler.core.selectors import parse_selector
 
 #: Outcomes that count as a failure for ``recovered``.
@@ -42,6 +52,14 @@ _EVENT_OF = {
 }
 #: How much of a run's output an event carries (its end).
 OUTPUT_TAIL_CHARS = 4000
+#: How far back a daemon looks, at start-up or when it becomes the writer, for slots
+#: whose deadline passed while no daemon watched: at most this long ago, and at most
+#: :data:`LATE_MAX_SLOTS` (the newest) per task.
+LATE_LOOKBACK = timedelta(hours=24)
+LATE_MAX_SLOTS = 100
+#: The run status a ``late`` event of a slot without any run carries.
+NOT_STARTED = "not_started"
+_TICK = timedelta(microseconds=1)
 
 
 def decide_events(
@@ -188,3 +206,100 @@ def test_event(channel: str, at: datetime) -> NotificationEvent:
                                    "(reconciler notify test)"),
         at=at,
     )
+
+
+# ------------------------------------------------------------------------ deadlines
+
+
+def decide_late(slot: datetime, deadline: timedelta, runs: Sequence[RunRecord],
+                now: datetime) -> bool:
+    """Is ``slot`` late at ``now``: its deadline (``slot + deadline``, the nominal slot:
+    jitter does not move it) has passed and no run of the slot (any attempt, a retry, a
+    catch-up) had succeeded by then. Still running, never started, failed, missed or
+    succeeded after the deadline: all late. ``runs`` may hold other slots' runs."""
+    due = slot + deadline
+    if now < due:
+        return False
+    return not any(r.slot == slot and r.status is RunStatus.SUCCEEDED
+                   and r.finished_at is not None and r.finished_at <= due for r in runs)
+
+
+def deadline_slots(slots: TaskSlots, deadline: timedelta, after: datetime, now: datetime,
+                   *, limit: int = LATE_MAX_SLOTS) -> list[datetime]:
+    """The slots whose deadline is in ``(after, now]``, oldest first; only the newest
+    ``limit`` when there are more."""
+    out: list[datetime] = []
+    cursor = now - deadline
+    while len(out) < limit:
+        slot = slots.previous_before(cursor)
+        if slot is None or slot + deadline <= after:
+            break
+        out.append(slot)
+        cursor = slot - _TICK
+    out.reverse()
+    return out
+
+
+def next_deadline(slots: TaskSlots, deadline: timedelta, after: datetime) -> datetime | None:
+    """The first deadline of a slot later than ``after`` (None: no slot follows)."""
+    slot = slots.next_after(after - deadline)
+    return None if slot is None else slot + deadline
+
+
+def late_event(task: str, slot: datetime, deadline: timedelta, runs: Sequence[RunRecord],
+               labels: Mapping[str, str]) -> NotificationEvent:
+    """The ``late`` event of ``slot``: ``run`` is its newest run (status
+    :data:`NOT_STARTED`, id 0, attempt 0 when it has none); ``at`` is the deadline."""
+    due = slot + deadline
+    mine = [r for r in runs if r.slot == slot]
+    latest = max(mine, key=lambda r: (r.attempt, r.id), default=None)
+    why = f"no success within {format_duration(deadline)} of the slot"
+    if latest is None:
+        run = NotificationRun(id=0, status=NOT_STARTED, slot=slot, attempt=0,
+                              trigger=Trigger.SCHEDULE.value, reason=f"{why}: no run started")
+    else:
+        run = notification_event(latest, NotifyEvent.LATE, labels, due).run
+        state = f"attempt {latest.attempt} {latest.status.value}"
+        run = run.model_copy(update={"reason": f"{why} ({state})"
+                                     + (f": {run.reason}" if run.reason else "")})
+    return NotificationEvent(id=event_id(task, slot, 0, NotifyEvent.LATE),
+                             event=NotifyEvent.LATE, task=task, labels=dict(labels), run=run,
+                             at=due)
+
+
+def late_rows(event: NotificationEvent, channels: Sequence[str],
+              now: datetime) -> list[NewNotification]:
+    """The outbox rows of a ``late`` event, one per channel, due at ``now``."""
+    body = event.model_dump(mode="json")
+    return [NewNotification(channel=c, task_name=event.task, event=event.event.value,
+                            event_id=event.id, body=body, created_at=now,
+                            run_id=event.run.id or None) for c in channels]
+
+
+# ---------------------------------------------------------------------------- pings
+
+#: Run ends that are pinged ``URL/fail``.
+PING_FAILURES = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED})
+#: How much of a run's output a ``/fail`` ping carries (its end).
+PING_TAIL_CHARS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    url: str
+    body: str = ""
+
+
+def ping_of(url: str, status: RunStatus, output_tail: str | None = None) -> Ping | None:
+    """The ping of a run that is now ``status`` to the check at ``url``: ``URL/start``
+    when it starts (running), ``URL`` when it succeeded, ``URL/fail`` with the output's
+    tail when it failed, timed out or was abandoned; None otherwise (cancelled,
+    skipped, missed: nobody ran it to an end)."""
+    base = url.rstrip("/")
+    if status is RunStatus.RUNNING:
+        return Ping(f"{base}/start")
+    if status is RunStatus.SUCCEEDED:
+        return Ping(base)
+    if status in PING_FAILURES:
+        return Ping(f"{base}/fail", (output_tail or "")[-PING_TAIL_CHARS:])
+    return None

@@ -142,9 +142,15 @@ class RunStore(Protocol):
         """Take a ``pending`` run; True only for the one caller that got it."""
 
     def abandon_runs(
-        self, *, replica: str, stale_before: datetime | None, now: datetime, reason: str
+        self, *, replica: str, stale_before: datetime | None, now: datetime, reason: str,
+        notify: NotifyBuilder | None = None,
     ) -> list[RunRecord]:
-        """Mark runs whose process is gone ``abandoned``; return them (oldest id first)."""
+        """Mark runs whose process is gone ``abandoned``; return them (oldest id first).
+        ``notify`` is called with each run as written; the outbox rows it returns are
+        written in the same transaction."""
+
+    def runs_of_slot(self, task_name: str, slot: datetime) -> list[RunRecord]:
+        """Every run of ``(task_name, slot)``, by attempt (``spec.deadline``)."""
 
     def next_attempt(self, task_name: str, slot: datetime) -> int:
         """1 + the highest attempt recorded for ``(task_name, slot)``; 1 when there is none."""

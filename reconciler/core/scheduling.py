@@ -301,7 +301,7 @@ def check_task(manifest: TaskManifest) -> list[FieldProblem]:
     """What a manifest's fields cannot say alone: ``H`` resolved with the task's name
     (a day it picks may not exist), an active window that ends before it starts, and
     ``jitter`` longer than the shortest interval between slots (runs would start out
-    of order)."""
+    of order), and a ``deadline`` not longer than the ``jitter``."""
     spec = manifest.spec
     name = manifest.metadata.name
     problems: list[FieldProblem] = []
@@ -326,6 +326,11 @@ def check_task(manifest: TaskManifest) -> list[FieldProblem]:
                 f"jitter {format_duration(spec.jitter)} is longer than the shortest interval "
                 f"between slots ({format_duration(gap)}): runs could start out of order; "
                 f"use at most {format_duration(gap)}")))
+    if spec.deadline is not None and spec.jitter is not None and spec.deadline <= spec.jitter:
+        problems.append(FieldProblem(("spec", "deadline"), (
+            f"deadline {format_duration(spec.deadline)} is not longer than the jitter "
+            f"({format_duration(spec.jitter)}): a slot that starts late by its jitter "
+            "could never succeed in time; the deadline counts from the nominal slot")))
     return problems
 
 

@@ -27,6 +27,7 @@ import os
 import signal
 import socket
 import uuid
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -43,6 +44,7 @@ from reconciler.core.runtime import ActualTask, RunRecord, RunStatus, Trigger
 from reconciler.core.scheduling import decide_retry
 from reconciler.daemon.api_ops import DaemonApi
 from reconciler.daemon.backfills import BackfillDriver
+from reconciler.daemon.notices import PolicyOf, stored_policies
 from reconciler.daemon.offload import OffloadExecutor
 from reconciler.daemon.scheduler import Scheduler
 from reconciler.daemon.sender import NotificationSender
@@ -100,6 +102,9 @@ class DaemonConfig:
     # folded into the next); a failed delivery is retried after notify_backoff, doubling
     notify_min_interval: timedelta = timedelta(minutes=5)
     notify_backoff: timedelta = timedelta(seconds=10)
+    # the daemon pings this URL every heartbeat_every (healthchecks.io style); None: off
+    heartbeat_url: str | None = None
+    heartbeat_every: timedelta = timedelta(seconds=60)
     # what this daemon runs as: tasks it cannot run as declared are manifest errors
     host: HostFacts = field(default_factory=lambda: HostFacts(root=os.geteuid() == 0))
 
@@ -145,10 +150,13 @@ class Daemon:
         cluster: Cluster | None = None,
         sender: NotificationSender | None = None,
         backfills: BackfillDriver | None = None,
+        loops: Sequence[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = (),
     ) -> None:
         self.config = config
         #: Carries out stored backfills (None: not here)
         self.backfills = backfills
+        #: More loops run until stopped (the deadline watcher, the heartbeat pings)
+        self.loops = loops
         #: Delivers the notification outbox on its own thread (None: not here)
         self.sender = sender
         self.clock = clock
@@ -281,8 +289,12 @@ class Daemon:
             return  # "stale" by a clock that is off: a peer's live runs would look dead
         now = self.clock.now()
         stale_before = None if all_running else now - self.config.abandon_after
+        policy_of: PolicyOf = self.scheduler.policy_of
+        routes = await self.worker.call(self.scheduler.notices.routes)
+        if not self._started and routes:  # the scheduler knows no task yet
+            policy_of = stored_policies(await self.worker.bulk(self.store.load_tasks))
         runs = await self.worker.call(
-            self.store.abandon_runs,
+            self.scheduler.notices.abandon_runs, policy_of,
             replica=self.config.replica,
             stale_before=stale_before,
             now=now,
@@ -292,6 +304,8 @@ class Daemon:
                 else "its replica stopped heartbeating"
             ),
         )
+        if not self._started:
+            self.scheduler.notices.forget_routes()
         for run in runs:
             log.warning("run %d of %s (slot %s) abandoned", run.id, run.task_name,
                         run.slot.isoformat())
@@ -563,6 +577,7 @@ class Daemon:
             loop.create_task(self.poll_loop()),
             loop.create_task(self.heartbeat_loop()),
         ]
+        loops.extend(loop.create_task(extra(self.stop)) for extra in self.loops)
         if self.skew_guard is not None:
             loops.append(loop.create_task(self.skew_guard.run(self.stop)))
         if self.backfills is not None:

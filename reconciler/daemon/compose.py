@@ -5,8 +5,11 @@ handed to what uses it through its constructor (nothing is set after constructio
     cluster: coordinator, claimer, skew guard   (--zookeeper only)
     observer (the API's index, metrics, events: it watches the scheduler)
     sender (the notification outbox's, on its own thread), notices(store, sender.wake)
-    scheduler(store, worker, claimer, executor, clock, listener=observer, clock_refusal,
-              notices)
+    deadlines (the deadline watcher), pinger (spec.ping, --heartbeat-url): listeners of
+              the scheduler, each with a loop
+    scheduler(store, worker, claimer, executor, clock, listener=observer + deadlines
+              + pinger,
+              clock_refusal, notices)
     backfills(store, worker, scheduler, clock, may_drive: one replica, or the writer)
     api(parts, observer)
     daemon(everything above)
@@ -21,12 +24,16 @@ from reconciler.api import ApiObserver, EventHub, Metrics, TaskIndex
 from reconciler.api.limits import Limits, TickGate
 from reconciler.core.clock import Clock, SystemClock
 from reconciler.core.protocols import Claimer, Executor
+from reconciler.core.scheduling import TaskPolicy
 from reconciler.daemon.api_ops import DaemonApi, DaemonParts
 from reconciler.daemon.app import Daemon, DaemonConfig
 from reconciler.daemon.backfills import BackfillDriver
 from reconciler.daemon.claims import InProcessClaimer
+from reconciler.daemon.deadlines import DeadlineWatcher
 from reconciler.daemon.notices import Notices
 from reconciler.daemon.offload import OffloadExecutor
+from reconciler.daemon.pings import Pinger
+from reconciler.daemon.runs import Listeners
 from reconciler.daemon.scheduler import Scheduler, SchedulerConfig
 from reconciler.daemon.sender import NotificationSender, SenderConfig
 from reconciler.daemon.state import Cluster, DaemonState
@@ -75,6 +82,15 @@ def build_daemon(config: DaemonConfig, *, clock: Clock | None = None,
         on_result=metrics.notification_result, on_backlog=metrics.set_notification_backlog,
     )
     notices = Notices(store, clock, channels=store.load_channels, wake=sender.wake)
+    def policy_of(name: str) -> TaskPolicy | None:  # the scheduler's, once it is built
+        return scheduler.policy_of(name) if scheduler is not None else None
+
+    deadlines = DeadlineWatcher(
+        store, worker, clock, notices, policy_of,
+        is_writer=(lambda: cluster.coordinator.is_writer) if cluster is not None else _always,
+    )
+    pinger = Pinger(sender.ping, policy_of, heartbeat_url=config.heartbeat_url,
+                    heartbeat_every=config.heartbeat_every)
     gate = TickGate()  # the API thread holds back while the scheduler starts a second's runs
     scheduler = Scheduler(
         store, worker, claimer, executor, clock,
@@ -85,7 +101,7 @@ def build_daemon(config: DaemonConfig, *, clock: Clock | None = None,
             skip_covered_slots=cluster is not None,
             unclaimed_grace=config.unclaimed_grace,
         ),
-        listener=observer,
+        listener=Listeners(observer, deadlines, pinger),
         # a clock off the bound decides nothing
         clock_refusal=cluster.skew_guard.over_bound if cluster is not None else None,
         on_tick=gate.busy,
@@ -112,7 +128,11 @@ def build_daemon(config: DaemonConfig, *, clock: Clock | None = None,
     return Daemon(config, clock=clock, store=store, worker=worker, cache=cache,
                   scheduler=scheduler, executor=offload, api=api, state=state,
                   instance_lock=lock, db_guard=db_guard, cluster=cluster, sender=sender,
-                  backfills=backfills)
+                  backfills=backfills, loops=(deadlines.run, pinger.heartbeat))
+
+
+def _always() -> bool:
+    return True
 
 
 def run_daemon(config: DaemonConfig) -> int:

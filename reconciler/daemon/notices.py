@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from reconciler.core.clock import Clock
+from reconciler.core.errors import ReconcilerError
 from reconciler.core.model import NotifyEvent
 from reconciler.core.notify import (
     ChannelRoute,
@@ -25,8 +26,8 @@ from reconciler.core.notify import (
 )
 from reconciler.core.outbox import NewNotification, NotifyBuilder
 from reconciler.core.protocols import NewRun, RunStore
-from reconciler.core.runtime import ActualChannel, RunRecord, RunStatus
-from reconciler.core.scheduling import TaskPolicy
+from reconciler.core.runtime import ActualChannel, ActualTask, RunRecord, RunStatus
+from reconciler.core.scheduling import TaskPolicy, decide_retry
 
 #: The outcomes that count for ``recovered`` (runs that ran to an end).
 RAN = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED)
@@ -54,6 +55,10 @@ class Notices:
         self._routes: list[ChannelRoute] | None = None
         self._loaded_at = 0.0
 
+    def wake(self) -> None:
+        """Tell the sender that rows were written."""
+        self._wake()
+
     def routes(self) -> list[ChannelRoute]:
         if self._channels is None:
             return []
@@ -66,7 +71,12 @@ class Notices:
             self._loaded_at = now
         return self._routes
 
-    def _pairs(self, policy: TaskPolicy,
+    def forget_routes(self) -> None:
+        """Read the channels again at the next use (the start-up's read came before the
+        first apply wrote them)."""
+        self._routes = None
+
+    def pairs(self, policy: TaskPolicy,
                events: Sequence[NotifyEvent]) -> tuple[tuple[str, NotifyEvent], ...]:
         if not events:
             return ()
@@ -88,9 +98,9 @@ class Notices:
         """``update_run`` of a run's end, with the outbox rows of its events."""
         notify: NotifyBuilder | None = None
         status = RunStatus(values["status"])
-        if policy is not None and self._pairs(policy, ALL_EVENTS):
+        if policy is not None and self.pairs(policy, ALL_EVENTS):
             previous = self._previous(record) if status is RunStatus.SUCCEEDED else None
-            pairs = self._pairs(policy, decide_events(status, retrying=retrying,
+            pairs = self.pairs(policy, decide_events(status, retrying=retrying,
                                                       previous=previous))
             if pairs:
                 labels = dict(policy.manifest.metadata.labels)
@@ -112,7 +122,7 @@ class Notices:
             policy = policy_of(row.task_name) if events else None
             if policy is None or row.task_name in chosen:
                 continue
-            pairs = self._pairs(policy, events)
+            pairs = self.pairs(policy, events)
             if pairs:
                 chosen[row.task_name] = (pairs, dict(policy.manifest.metadata.labels))
         if not chosen:
@@ -126,6 +136,50 @@ class Notices:
         records = self.store.insert_runs(rows, notify=notify)
         self._wake()
         return records
+
+
+    def abandon_runs(self, policy_of: PolicyOf, **query: Any) -> list[RunRecord]:
+        """``abandon_runs`` (``query``: its arguments) with the outbox rows of each run's
+        ``abandoned`` event, none while the task's retry policy runs the slot again (the
+        daemon queues that retry by the same :func:`decide_retry`)."""
+        if not self.routes():
+            return self.store.abandon_runs(**query)
+
+        def notify(record: RunRecord) -> list[NewNotification]:
+            policy = policy_of(record.task_name)
+            if policy is None:
+                return []
+            ended = record.finished_at or self.clock.now()
+            retrying = decide_retry(policy, RunStatus.ABANDONED, record.attempt,
+                                    ended) is not None
+            pairs = self.pairs(policy, decide_events(RunStatus.ABANDONED, retrying=retrying,
+                                                      previous=None))
+            return _rows(pairs, dict(policy.manifest.metadata.labels), self.clock, record)
+
+        records = self.store.abandon_runs(notify=notify, **query)
+        if records:
+            self._wake()
+        return records
+
+
+def stored_policies(rows: Sequence[ActualTask]) -> PolicyOf:
+    """Policies of stored task rows, built when asked for (before the scheduler knows
+    any task: the runs abandoned at start-up)."""
+    by_name = {r.name: r for r in rows}
+
+    @functools.cache
+    def policy_of(name: str) -> TaskPolicy | None:
+        row = by_name.get(name)
+        if row is None:
+            return None
+        try:
+            # asked for retries, not slots: the calendars do not matter here
+            return TaskPolicy.from_document(row.name, row.generation, row.document,
+                                            row.suspended, {})
+        except (ValueError, ReconcilerError):  # unusable stored spec: the scheduler logs it
+            return None
+
+    return policy_of
 
 
 def _rows(pairs: Sequence[tuple[str, NotifyEvent]], labels: dict[str, str], clock: Clock,

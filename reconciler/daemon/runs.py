@@ -94,6 +94,38 @@ class NoListener:
         pass
 
 
+class Listeners:
+    """Several listeners as one (the API's observer, the deadline watcher, pings), each
+    called in order."""
+
+    def __init__(self, *listeners: SchedulerListener) -> None:
+        self.listeners = listeners
+
+    def task_row(self, row: ActualTask) -> None:
+        for listener in self.listeners:
+            listener.task_row(row)
+
+    def task_removed(self, name: str) -> None:
+        for listener in self.listeners:
+            listener.task_removed(name)
+
+    def next_fire(self, name: str, at: datetime | None) -> None:
+        for listener in self.listeners:
+            listener.next_fire(name, at)
+
+    def run_started(self, record: RunRecord) -> None:
+        for listener in self.listeners:
+            listener.run_started(record)
+
+    def run_finished(self, record: RunRecord) -> None:
+        for listener in self.listeners:
+            listener.run_finished(record)
+
+    def run_recorded(self, record: RunRecord) -> None:
+        for listener in self.listeners:
+            listener.run_recorded(record)
+
+
 @dataclass
 class TaskState:
     policy: TaskPolicy

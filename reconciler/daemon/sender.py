@@ -10,6 +10,10 @@ until it has failed for 24 hours (then ``failed``).
 
 Nothing here runs on the scheduler's loop: the scheduler only calls :meth:`wake`
 (thread-safe) after writing rows; otherwise the sender looks every ``poll`` seconds.
+
+Pings (``spec.ping``, ``--heartbeat-url``) are sent here too (:meth:`ping`, from any
+thread): best effort, once, within :data:`PING_TIMEOUT`; at most
+:data:`MAX_PINGS_IN_FLIGHT` at a time (more are dropped, with a warning).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from reconciler.core.clock import Clock
 from reconciler.core.errors import ReconcilerError
@@ -38,6 +43,10 @@ from reconciler.core.runtime import ActualChannel
 from reconciler.executors.delivery import Deliverer
 
 log = logging.getLogger("reconciler.notify")
+
+#: A ping's receiver answers within this or the ping is lost (never retried).
+PING_TIMEOUT = 5.0
+MAX_PINGS_IN_FLIGHT = 256
 
 
 class SenderStore(NotificationStore, Protocol):
@@ -84,6 +93,8 @@ class NotificationSender:
         self._wake: asyncio.Event | None = None
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
+        self._pings: set[asyncio.Task[None]] = set()
+        self.pings_dropped = 0
 
     # ------------------------------------------------------------------ thread
 
@@ -112,6 +123,27 @@ class NotificationSender:
             with contextlib.suppress(RuntimeError):  # the loop just stopped
                 loop.call_soon_threadsafe(event.set)
 
+    def ping(self, url: str, body: str = "") -> None:
+        """POST ``body`` to ``url`` on the sender's loop (from any thread; never blocks)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop just stopped
+                loop.call_soon_threadsafe(self._start_ping, url, body)
+
+    def _start_ping(self, url: str, body: str) -> None:
+        if len(self._pings) >= MAX_PINGS_IN_FLIGHT:
+            self.pings_dropped += 1
+            log.warning("ping to %s dropped: %d pings in flight", _host(url), len(self._pings))
+            return
+        task = asyncio.get_running_loop().create_task(self._send_ping(url, body))
+        self._pings.add(task)
+        task.add_done_callback(self._pings.discard)
+
+    async def _send_ping(self, url: str, body: str) -> None:
+        result = await self.deliverer.ping(url, body, PING_TIMEOUT)
+        if not result.ok:
+            log.info("ping to %s failed: %s", _host(url), result.error)
+
     def stop(self, timeout: float = 15.0) -> None:
         loop, event = self._loop, self._stop
         if loop is not None and event is not None and not loop.is_closed():
@@ -138,6 +170,8 @@ class NotificationSender:
                                return_when=asyncio.FIRST_COMPLETED)
             for w in waiters:
                 w.cancel()
+        if self._pings:  # the last pings (a run that ended at shutdown) get their time
+            await asyncio.wait(set(self._pings), timeout=PING_TIMEOUT)
 
     # ------------------------------------------------------------------- cycle
 
@@ -192,6 +226,11 @@ class NotificationSender:
         self.on_result(row.channel, row.event, "retry")
         return [NotificationUpdate(row.id, OutboxStatus.PENDING, attempt=attempt,
                                    repeats=send.repeats, next_attempt_at=again), *folded]
+
+
+def _host(url: str) -> str:
+    """What a log line says of a ping URL (its path and query may hold a key)."""
+    return urlsplit(url).hostname or "?"
 
 
 __all__: Sequence[str] = ("NotificationSender", "SenderConfig")

@@ -84,6 +84,13 @@ class Deliverer:
         except ValueError as exc:  # a stored document this version cannot read
             return DeliveryResult(False, error=f"channel {name}: {exc}")
 
+    async def ping(self, url: str, body: str, timeout: float) -> DeliveryResult:
+        """POST a ping (``spec.ping``, the daemon's heartbeat) to ``url``: best effort
+        within ``timeout``. A ping URL is a credential: never in an error."""
+        return await self._post(url, body.encode(), {"User-Agent": "reconciler-ping",
+                                                     "Content-Type": "text/plain"},
+                                secret_url=True, timeout=timeout)
+
     async def _webhook(self, name: str, hook: Webhook,
                        event: Mapping[str, Any]) -> DeliveryResult:
         body = event_body(event)
@@ -97,15 +104,16 @@ class Deliverer:
         return await self._post(hook.url, body, headers)
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str],
-                    secret_url: bool = False) -> DeliveryResult:
+                    secret_url: bool = False, timeout: float | None = None) -> DeliveryResult:
         try:
-            async with httpx.AsyncClient(transport=self._transport, timeout=self.timeout,
+            async with httpx.AsyncClient(transport=self._transport,
+                                         timeout=timeout or self.timeout,
                                          follow_redirects=False) as client:
                 response = await client.post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"
             if secret_url:  # a Slack webhook URL is a credential: never in an error
-                error = error.replace(url, "<the webhook URL>")
+                error = error.replace(url, "<the URL>")
             return DeliveryResult(False, error=error[:2000])
         if 200 <= response.status_code < 300:
             return DeliveryResult(True, response.status_code)

@@ -427,7 +427,8 @@ class MemoryStore(MemoryOutbox, MemoryBackfills):
         return len(doomed)
 
     def abandon_runs(
-        self, *, replica: str, stale_before: datetime | None, now: datetime, reason: str
+        self, *, replica: str, stale_before: datetime | None, now: datetime, reason: str,
+        notify: NotifyBuilder | None = None,
     ) -> list[RunRecord]:
         at, before = _utc(now), _utc(stale_before)
 
@@ -445,14 +446,12 @@ class MemoryStore(MemoryOutbox, MemoryBackfills):
             )
 
         with self._lock:
-            out = []
-            for run_id in sorted(self._runs):
-                if gone(self._runs[run_id]):
-                    self._runs[run_id] = replace(
-                        self._runs[run_id], status=RunStatus.ABANDONED, finished_at=at,
-                        reason=reason,
-                    )
-                    out.append(self._runs[run_id])
+            out = [replace(r, status=RunStatus.ABANDONED, finished_at=at, reason=reason)
+                   for _, r in sorted(self._runs.items()) if gone(r)]
+            rows = [n for r in out for n in notify(r)] if notify is not None else []
+            self._write_outbox(rows)  # raises: nothing written
+            for r in out:
+                self._runs[r.id] = r
             return out
 
     def claim_pending_run(
@@ -478,6 +477,12 @@ class MemoryStore(MemoryOutbox, MemoryBackfills):
                 reason=record.reason if reason is None else reason,
             )
             return True
+
+    def runs_of_slot(self, task_name: str, slot: datetime) -> list[RunRecord]:
+        at = _utc(slot)
+        with self._lock:
+            found = [r for r in self._runs.values() if r.task_name == task_name and r.slot == at]
+        return sorted(found, key=lambda r: (r.attempt, r.id))
 
     def next_attempt(self, task_name: str, slot: datetime) -> int:
         at = _utc(slot)

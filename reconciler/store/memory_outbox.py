@@ -28,21 +28,30 @@ class MemoryOutbox:
     def __init__(self) -> None:
         self._outbox: dict[int, NotificationRecord] = {}
         self._next_outbox_id = 1
+        self._event_keys: set[tuple[str, str]] = set()  # (channel, event id): one row each
 
     def _write_outbox(self, rows: Sequence[NewNotification]) -> list[int]:
-        """Insert rows (lock held): all of them or, when one is bad, none."""
-        records = []
-        for i, row in enumerate(rows):
+        """Insert rows (lock held): all of them or, when one is bad, none; a row whose
+        (channel, event id) is taken is skipped."""
+        records: list[NotificationRecord] = []
+        new: set[tuple[str, str]] = set()
+        for row in rows:
             check_aware(created_at=row.created_at)
+            key = (row.channel, row.event_id)
+            if key in self._event_keys or key in new:
+                continue  # one row per (channel, event id), as the unique index says
+            new.add(key)
             at = row.created_at.astimezone(UTC)
             records.append(NotificationRecord(
-                id=self._next_outbox_id + i, channel=row.channel, task_name=row.task_name,
+                id=self._next_outbox_id + len(records), channel=row.channel,
+                task_name=row.task_name,
                 event=row.event, event_id=row.event_id, run_id=row.run_id,
                 body=json.loads(dumps_json(dict(row.body))), status=OutboxStatus.PENDING,
                 created_at=at, next_attempt_at=at,
             ))
         for record in records:
             self._outbox[record.id] = record
+        self._event_keys |= new
         self._next_outbox_id += len(records)
         return [r.id for r in records]
 

@@ -25,7 +25,8 @@ identity maps and unit-of-work bookkeeping would only cost time.
   written in the transaction of the run's final status (or of a missed slot); the
   sender claims rows (``claimed_by``, ``lease_until``), delivers them and records every
   attempt (``attempt_log``) until ``sent`` or, after 24 hours, ``failed``; a row folded
-  into another's message is ``grouped`` (``grouped_into``).
+  into another's message is ``grouped`` (``grouped_into``). One row per (channel,
+  ``event_id``): a second write of the same event is skipped.
 * ``backfills``: one row per backfill (``reconciler backfill``): its task and range,
   ``parallel``, ``rerun``, its state and progress (``done`` of ``total`` slots).
   ``backfill_runs`` is its ledger: one row per slot it started, keyed by (backfill,
@@ -224,6 +225,7 @@ notifications = Table(
     Index("ix_notifications_status_next_attempt_at", "status", "next_attempt_at"),
     Index("ix_notifications_channel_task_name_event", "channel", "task_name", "event"),
     Index("ix_notifications_task_name", "task_name"),
+    Index("uq_notifications_channel_event_id", "channel", "event_id", unique=True),
     **MYSQL_TABLE_OPTIONS,
 )
 

@@ -43,8 +43,38 @@ def outbox_values(row: NewNotification) -> dict[str, Any]:
 
 
 def write_outbox(conn: Connection, rows: Sequence[NewNotification]) -> list[int]:
-    """Insert outbox rows on ``conn`` (the caller's transaction); return their ids."""
-    return [new_id(conn.execute(insert(notifications), outbox_values(r))) for r in rows]
+    """Insert outbox rows on ``conn`` (the caller's transaction); return the ids of those
+    written. A row whose (channel, event id) is taken is skipped by the database
+    (``ON CONFLICT DO NOTHING`` / ``INSERT IGNORE``): an event is written once however
+    many replicas or restarts decide it."""
+    dialect = conn.dialect.name
+    stmt = _insert_ignoring_duplicates(dialect)
+    out: list[int] = []
+    for row in rows:
+        result = conn.execute(stmt, outbox_values(row))
+        if dialect in ("sqlite", "postgresql"):
+            first = result.first()  # RETURNING id: no row when the key was taken
+            if first is not None:
+                out.append(int(first[0]))
+        elif result.rowcount == 1:
+            out.append(new_id(result))
+    return out
+
+
+def _insert_ignoring_duplicates(dialect: str) -> Any:
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return (sqlite_insert(notifications)
+                .on_conflict_do_nothing(index_elements=["channel", "event_id"])
+                .returning(notifications.c.id))
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return (pg_insert(notifications)
+                .on_conflict_do_nothing(index_elements=["channel", "event_id"])
+                .returning(notifications.c.id))
+    return insert(notifications).prefix_with("IGNORE")
 
 
 def notification_record(row: Any) -> NotificationRecord:

@@ -213,7 +213,8 @@ class SQLRuns(SQLBase):
     # ------------------------------------------------------------ daemon: run rows
 
     def abandon_runs(
-        self, *, replica: str, stale_before: datetime | None, now: datetime, reason: str
+        self, *, replica: str, stale_before: datetime | None, now: datetime, reason: str,
+        notify: NotifyBuilder | None = None,
     ) -> list[RunRecord]:
         """Mark runs whose process is gone ``abandoned``; return them (oldest id first).
 
@@ -224,7 +225,8 @@ class SQLRuns(SQLBase):
         (``coalesce(heartbeat_at, started_at, created_at)``) is older than
         ``stale_before``. Each row is updated on its own with the full condition
         re-checked, so a run that finished (or heartbeated) meanwhile is left alone and
-        not returned. ``finished_at`` = ``now``, ``reason`` = ``reason``.
+        not returned. ``finished_at`` = ``now``, ``reason`` = ``reason``. ``notify``: the
+        outbox rows of each abandoned run, written in the same transaction.
         """
         check_aware(now=now, stale_before=stale_before)
         condition: ColumnElement[bool]
@@ -261,6 +263,9 @@ class SQLRuns(SQLBase):
             for chunk in chunks(abandoned):
                 rows = conn.execute(select(runs).where(runs.c.id.in_(chunk)).order_by(runs.c.id))
                 records.extend(run_record(row) for row in rows)
+            if notify is not None:
+                for record in records:
+                    write_outbox(conn, notify(record))
         return records
 
     def claim_pending_run(
@@ -299,6 +304,15 @@ class SQLRuns(SQLBase):
         )
         with self._errors(f"claim run {run_id}"), self.engine.begin() as conn:
             return bool(conn.execute(stmt).rowcount == 1)
+
+    def runs_of_slot(self, task_name: str, slot: datetime) -> list[RunRecord]:
+        """Every run of ``(task_name, slot)``, by attempt."""
+        check_aware(slot=slot)
+        stmt = (select(runs).where(runs.c.task_name == task_name, runs.c.slot == slot)
+                .order_by(runs.c.attempt, runs.c.id))
+        with self._errors(f"read the runs of a slot of {task_name}"), \
+                self.engine.connect() as conn:
+            return [run_record(row) for row in conn.execute(stmt)]
 
     def next_attempt(self, task_name: str, slot: datetime) -> int:
         """1 + the highest attempt recorded for ``(task_name, slot)``; 1 when there is none."""

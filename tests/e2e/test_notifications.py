@@ -37,6 +37,7 @@ class Receiver:
     def __init__(self) -> None:
         self.port = free_port()
         self.received: list[tuple[float, dict[str, str], bytes]] = []
+        self.paths: list[tuple[float, str, bytes]] = []  # every request: its path too
         self._server: ThreadingHTTPServer | None = None
         self._lock = threading.Lock()
 
@@ -47,7 +48,10 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with outer._lock:
-                    outer.received.append((time.time(), dict(self.headers.items()), body))
+                    outer.paths.append((time.time(), self.path, body))
+                    if not self.path.startswith("/ping"):
+                        outer.received.append((time.time(), dict(self.headers.items()),
+                                               body))
                 self.send_response(204)
                 self.end_headers()
 
@@ -206,3 +210,132 @@ def test_kill_9_with_events_in_the_outbox_delivers_them_after_restart(
                what="every event of the killed daemon to arrive")
     wait_until(lambda: waiting <= outbox_ids(daemon, OutboxStatus.SENT), timeout=5,
                what="the rows recorded sent")
+
+
+def test_a_run_abandoned_by_a_killed_daemon_is_notified_at_restart(
+        notifying: DaemonProcess, receiver: Receiver) -> None:
+    """kill -9 while a run is going: the restarted daemon marks it abandoned and its
+    ``abandoned`` event is written in that transaction (then delivered)."""
+    daemon = notifying
+    receiver.up()
+    daemon.write("channels.yaml", channel_yaml(receiver.port))
+    daemon.write("slow.yaml", task_yaml("slow", "@every 1h", 'command: ["sleep", "600"]',
+                                        notify="[{channel: hook}]"))
+    daemon.start(*FAST)
+    daemon.cli("trigger", "slow")
+    wait_until(lambda: any(r.status is RunStatus.RUNNING for r in daemon.runs("slow")),
+               timeout=15, what="the run to start")
+    daemon.signal(signal.SIGKILL)
+    daemon.wait()
+    daemon.start(*FAST)
+    wait_until(lambda: any(e["event"] == "abandoned" for e in receiver.events()), timeout=15,
+               what="the abandoned event")
+    (event,) = [e for e in receiver.events() if e["event"] == "abandoned"]
+    (run,) = [r for r in daemon.runs("slow") if r.status is RunStatus.ABANDONED]
+    assert (event["task"], event["run"]["id"], event["run"]["status"]) == (
+        "slow", run.id, "abandoned")
+
+
+def late_setup(daemon: DaemonProcess, receiver: Receiver, run: str) -> None:
+    receiver.up()
+    daemon.write("channels.yaml", channel_yaml(receiver.port))
+    daemon.write("late.yaml", task_yaml("late", "*/10 * * * * *", run, deadline="3s",
+                                        notify="[{channel: hook}]"))
+
+
+def late_events(receiver: Receiver) -> list[tuple[float, dict[str, Any]]]:
+    with receiver._lock:
+        got = [(at, json.loads(body)) for at, _, body in receiver.received]
+    return [(at, e) for at, e in got if e["event"] == "late"]
+
+
+def test_a_run_still_going_at_its_deadline_is_late_within_2s(
+        notifying: DaemonProcess, receiver: Receiver) -> None:
+    daemon = notifying
+    late_setup(daemon, receiver, 'command: ["sleep", "30"]')
+    daemon.start(*FAST)
+    wait_until(lambda: late_events(receiver), timeout=25, what="a late event")
+    arrived, event = late_events(receiver)[0]
+    due = datetime.fromisoformat(event["at"]).timestamp()
+    slot = datetime.fromisoformat(event["run"]["slot"])
+    assert due == slot.timestamp() + 3
+    assert 0 <= arrived - due < 2.0, f"delivered {arrived - due:.2f}s after the deadline"
+    assert event["id"] == f"late/{slot.isoformat()}/0/late"
+    assert event["run"]["status"] == "running"
+
+
+def test_a_deadline_passed_while_the_daemon_was_down_is_late_at_start_up(
+        notifying: DaemonProcess, receiver: Receiver) -> None:
+    """The daemon is stopped at the slot: the restarted daemon writes the late event
+    at start-up (it looks back), once, and none for the slots that succeeded."""
+    daemon = notifying
+    late_setup(daemon, receiver, 'command: ["true"]')
+    daemon.start(*FAST)
+    daemon.stop()
+    stopped = time.time()
+    missed = (int(stopped) // 10 + 1) * 10  # the next slot: nobody runs it
+    time.sleep(max(0.0, missed + 3.5 - time.time()))
+    daemon.start(*FAST)
+    ready = time.time()
+    wait_until(lambda: any(datetime.fromisoformat(e["run"]["slot"]).timestamp() == missed
+                           for _, e in late_events(receiver)),
+               timeout=10, what="the missed slot's late event")
+    events = late_events(receiver)
+    ids = [e["id"] for _, e in events]
+    assert len(ids) == len(set(ids)), "a late event was delivered twice"
+    mine = [(at, e) for at, e in events
+            if datetime.fromisoformat(e["run"]["slot"]).timestamp() == missed]
+    ((arrived, _),) = mine
+    assert arrived - ready < 2.0, f"delivered {arrived - ready:.2f}s after start-up"
+    succeeded = {r.slot.timestamp() for r in daemon.runs("late")
+                 if r.status is RunStatus.SUCCEEDED and r.finished_at is not None
+                 and (r.finished_at - r.slot).total_seconds() <= 3}
+    assert not succeeded & {datetime.fromisoformat(e["run"]["slot"]).timestamp()
+                            for _, e in events}
+
+
+
+def pings(receiver: Receiver) -> list[tuple[str, bytes]]:
+    with receiver._lock:
+        return [(path, body) for _, path, body in receiver.paths if path.startswith("/ping")]
+
+
+def test_pings_of_runs_and_the_daemons_heartbeat(
+        daemon: DaemonProcess, receiver: Receiver) -> None:
+    """spec.ping: /start and /fail with the output's tail (a failing task), /start and
+    the bare URL (a succeeding one); --heartbeat-url pinged every --heartbeat-every; a
+    receiver that is down costs nothing but the pings."""
+    receiver.up()
+    base = f"http://127.0.0.1:{receiver.port}"
+    daemon.write("bad.yaml", task_yaml(
+        "bad", "@every 1h", 'shell: "echo disk full; exit 3"',
+        ping=f"{{url: {base}/ping/bad}}"))
+    daemon.write("good.yaml", task_yaml("good", "@every 1h", 'command: ["true"]',
+                                        ping=f"{{url: {base}/ping/good/}}"))
+    daemon.start("--heartbeat-url", f"{base}/ping/daemon", "--heartbeat-every", "300ms")
+    daemon.cli("trigger", "bad")
+    daemon.cli("trigger", "good")
+    wanted = {"/ping/bad/start", "/ping/bad/fail", "/ping/good/start", "/ping/good"}
+    wait_until(lambda: wanted <= {p for p, _ in pings(receiver)}, timeout=15,
+               what="the runs' pings")
+    got = dict(pings(receiver))
+    assert got["/ping/bad/fail"].decode().strip() == "disk full"
+    assert got["/ping/good"] == b""
+    paths = [p for p, _ in pings(receiver)]
+    assert paths.index("/ping/bad/start") < paths.index("/ping/bad/fail")
+    wait_until(lambda: sum(p == "/ping/daemon" for p, _ in pings(receiver)) >= 3, timeout=5,
+               what="three heartbeats")
+    daemon.stop()
+    beats = sum(p == "/ping/daemon" for p, _ in pings(receiver))
+    time.sleep(1)
+    assert sum(p == "/ping/daemon" for p, _ in pings(receiver)) == beats  # stopped: silent
+    log = daemon.log.read_text()
+    assert "/ping/daemon" not in log and "/ping/bad" not in log  # never logged
+
+
+def test_a_bad_heartbeat_url_is_refused_naming_the_flag(daemon: DaemonProcess) -> None:
+    result = daemon.cli("run", "--manifests", str(daemon.manifests),
+                        "--heartbeat-url", "ftp://hc.example/secret-key")
+    assert result.returncode != 0
+    assert "--heartbeat-url: not an http:// or https:// URL" in result.stderr
+    assert "secret-key" not in result.stderr

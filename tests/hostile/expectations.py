@@ -155,6 +155,11 @@ EXPECT: dict[str, E] = {
     "jitter-longer-than-interval.yaml": E(
         10, "spec.jitter", "jitter 10m is longer than the shortest interval between slots (5m)"
     ),
+    # ---------------------------------------------------------- deadline, ping
+    "deadline-within-jitter.yaml": E(
+        10, "spec.deadline", "deadline 5m is not longer than the jitter (10m)"),
+    "ping-url-with-query.yaml": E(10, "spec.ping.url", "should match pattern"),
+    "ping-url-not-http.yaml": E(9, "spec.ping.url", "should match pattern"),
     "active-window-reversed.yaml": E(11, "spec.activeUntil", "is before activeFrom 2026-06-01"),
     "active-from-without-offset.yaml": E(10, "spec.activeFrom", "has no UTC offset"),
     # ------------------------------------------------------------------- time zones

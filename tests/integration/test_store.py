@@ -87,7 +87,7 @@ def test_upgrade_from_empty_database(empty_database_url: URL) -> None:
     with SQLStore(empty_database_url) as s:
         assert s.schema_revision() is None
         s.upgrade()
-        assert s.schema_revision() == SQLStore.head_revision() == "0009"
+        assert s.schema_revision() == SQLStore.head_revision() == "0010"
         names = set(inspect(s.engine).get_table_names())
         assert {"tasks", "runs", "applies", "replicas", "audit", "channels", "notifications",
                 "backfills", "backfill_runs", "alembic_version"} <= names

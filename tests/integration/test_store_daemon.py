@@ -443,7 +443,7 @@ def test_upgrade_from_0001_keeps_the_data(empty_database_url: URL) -> None:
 
         s.upgrade()
 
-        assert s.schema_revision() == SQLStore.head_revision() == "0009"
+        assert s.schema_revision() == SQLStore.head_revision() == "0010"
         with s.engine.connect() as conn:
             diff = compare_metadata(
                 MigrationContext.configure(conn, opts={"compare_type": True}), metadata

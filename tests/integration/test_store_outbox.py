@@ -164,3 +164,62 @@ def test_listing_and_counting(store: Store) -> None:
     assert [r.id for r in store.list_notifications(statuses=[OutboxStatus.FAILED])] == ids[:1]
     assert [r.id for r in store.list_notifications(limit=1)] == ids[2:]
     assert store.notification_counts() == {"failed": 1, "pending": 2}
+
+
+def test_abandoned_runs_and_their_notifications_are_written_together(store: Store) -> None:
+    run = running(store)
+
+    def broken(record: RunRecord) -> list[NewNotification]:
+        raise RuntimeError("outbox broke")
+
+    with pytest.raises(RuntimeError):
+        store.abandon_runs(replica="r1", stale_before=None, now=T0, reason="gone",
+                           notify=broken)
+    got = store.get_run(run.id)
+    assert got is not None and got.status is RunStatus.RUNNING
+    assert store.list_notifications() == []
+    (abandoned,) = store.abandon_runs(replica="r1", stale_before=None, now=T0, reason="gone",
+                                      notify=builder("ops", "dev"))
+    assert (abandoned.id, abandoned.status) == (run.id, RunStatus.ABANDONED)
+    rows = store.list_notifications()
+    assert sorted((r.channel, r.event, r.run_id) for r in rows) == [
+        ("dev", "abandoned", run.id), ("ops", "abandoned", run.id)]
+    # nothing left to abandon: no rows either
+    assert store.abandon_runs(replica="r1", stale_before=None, now=T0, reason="gone",
+                              notify=builder("ops")) == []
+    assert len(store.list_notifications()) == 2
+
+
+def test_an_event_is_written_once_per_channel(store: Store) -> None:
+    """One row per (channel, event id): a late event decided twice (two replicas, a
+    restart) is written once; the rest of the batch still lands."""
+    (first,) = store.add_notifications([note(event="late")])
+    assert store.add_notifications([note(event="late"), note(event="late", channel="dev"),
+                                    note(task="b", event="late")]) != []
+    rows = store.list_notifications()
+    assert sorted((r.channel, r.task_name) for r in rows) == [
+        ("dev", "a"), ("ops", "a"), ("ops", "b")]
+    assert first in {r.id for r in rows}
+    assert store.add_notifications([note(event="late")]) == []
+    # in a run's transaction too: the run's status is written, the repeat skipped
+    run = running(store)
+    assert store.update_run(run.id, fencing_token=5, notify=builder("ops"),
+                            status=RunStatus.FAILED, finished_at=T0)
+    again = running(store, slot=T0 + LEASE)
+    assert store.update_run(again.id, fencing_token=5, notify=builder("ops"),
+                            status=RunStatus.FAILED, finished_at=T0)
+    got = store.get_run(again.id)
+    assert got is not None and got.status is RunStatus.FAILED
+    assert len(store.list_notifications(statuses=[OutboxStatus.PENDING])) == 4
+
+
+def test_the_runs_of_a_slot(store: Store) -> None:
+    first = running(store)
+    store.insert_run(NewRun(task_name="a", slot=T0, attempt=2, trigger=Trigger.RETRY,
+                            status=RunStatus.PENDING))
+    running(store, slot=T0 + LEASE)
+    running(store, task="b")
+    got = store.runs_of_slot("a", T0)
+    assert [(r.task_name, r.slot, r.attempt) for r in got] == [("a", T0, 1), ("a", T0, 2)]
+    assert got[0].id == first.id
+    assert store.runs_of_slot("a", T0 + timedelta(hours=1)) == []

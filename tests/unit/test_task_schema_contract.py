@@ -51,6 +51,7 @@ SEMANTIC_FIELDS = {
     "spec.retries.backoff": "a duration's magnitude",
     "spec.retries.maxBackoff": "a duration's magnitude",
     "spec.jitter": "checked against the shortest interval between the slots",
+    "spec.deadline": "checked against the jitter",
     "spec.activeFrom": "a date or an instant with its offset, checked by code",
     "spec.activeUntil": "the window must not end before it starts",
 }

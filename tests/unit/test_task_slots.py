@@ -233,6 +233,11 @@ def test_exclusions_remove_slots_and_say_which_rule() -> None:
          [FieldProblem(("spec", "jitter"), "jitter 6m is longer than the shortest interval "
                        "between slots (5m): runs could start out of order; use at most 5m")]),
         ({"schedule": "@every 1h", "jitter": "1h"}, []),  # as long as the interval: in order
+        ({"schedule": "@every 1h", "jitter": "10m", "deadline": "10m"},
+         [FieldProblem(("spec", "deadline"), "deadline 10m is not longer than the jitter (10m):"
+                       " a slot that starts late by its jitter could never succeed in time; "
+                       "the deadline counts from the nominal slot")]),
+        ({"schedule": "@every 1h", "jitter": "10m", "deadline": "11m"}, []),
         ({"schedule": "0 3 * * *", "activeFrom": "2026-06-01", "activeUntil": "2026-06-01"}, []),
     ],
 )
