@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from reconciler.core.backfill import (
@@ -112,10 +113,13 @@ class BackfillDriver:
         step = plan_backfill(slots, own, succeeded, parallel=backfill.parallel,
                              rerun=backfill.rerun,
                              policy=policy.spec.concurrency_policy, others_active=others)
-        # rows this replica wrote but did not start (the scheduler was busy): start them
+        # rows written but not started: this replica's (the scheduler was busy), and
+        # another's that it left behind (it died or stopped driving between writing a
+        # row and starting it); starting claims the slot, so a row runs at most once
+        now = self.clock.now()
         for run in runs:
-            if (run.status is RunStatus.PENDING and run.replica == self.replica
-                    and ledger.get(run.slot) == run.attempt):
+            if (run.status is RunStatus.PENDING and ledger.get(run.slot) == run.attempt
+                    and stranded_or_own(run, self.replica, now)):
                 await self.starter.start_decided(backfill.task_name, run)
         attempts = {r.slot: r.attempt for r in runs}  # ascending: the newest attempt wins
         for slot in step.start:
@@ -146,3 +150,16 @@ class BackfillDriver:
         if state.finished:
             log.info("backfill %d of %s %s: %d/%d slot(s), %d failed", backfill.id,
                      backfill.task_name, state, step.done, step.total, step.failed)
+
+
+#: A pending backfill row another replica wrote and did not start within this is taken
+#: over by the replica that drives now.
+TAKEOVER_AFTER = timedelta(seconds=30)
+
+
+def stranded_or_own(run: RunRecord, replica: str, now: datetime) -> bool:
+    """Whether the driving replica starts this pending row: its own, or another's that
+    stayed pending past :data:`TAKEOVER_AFTER` (that replica died or stopped driving)."""
+    if run.replica == replica:
+        return True
+    return run.created_at is None or now - run.created_at >= TAKEOVER_AFTER

@@ -195,3 +195,28 @@ async def test_the_operation_refuses_bad_input(h: Harness) -> None:
         await ops.backfill("nightly", "soon", "2026-03-28", ALICE)
     assert h.store.list_backfills() == []
     assert [a["outcome"] for a in h.store.list_audit()][:2] == ["conflict", "conflict"]
+
+
+@sync
+async def test_a_row_another_replica_wrote_and_never_started_is_taken_over(h: Harness) -> None:
+    ops = await setup(h)
+    b = await ops.backfill("nightly", "2026-03-28", "2026-03-29", ALICE)
+    # the replica that drove wrote the slot's row (with its ledger entry), then died
+    slot = datetime(2026, 3, 28, 1, 30, tzinfo=UTC)
+    h.store.insert_backfill_run(b.id, NewRun(
+        task_name="nightly", slot=slot, attempt=1, trigger=Trigger.BACKFILL,
+        status=RunStatus.PENDING, replica="gone", reason="backfill", generation=1))
+    d = driver(h)
+    await d.step()
+    await h.sched.drain()
+    assert h.executor.calls == []  # it may still start it itself
+    row = next(r for r in h.runs("nightly") if r.status is RunStatus.PENDING)
+    assert row.created_at is not None  # the store's own clock wrote it
+    h.clock.set(row.created_at + timedelta(seconds=31))
+    await d.step()
+    await h.sched.drain()
+    assert [c.extra_env["RECONCILER_SLOT"] for c in h.executor.calls] == [slot.isoformat()]
+    await d.step()
+    got = h.store.get_backfill(b.id)
+    assert got is not None and (got.state, got.done) == (BackfillState.SUCCEEDED, 1)
+    assert [(r.attempt, r.replica) for r in h.runs("nightly")] == [(1, "local")]  # taken over
