@@ -577,7 +577,7 @@ class Daemon:
             loop.create_task(self.poll_loop()),
             loop.create_task(self.heartbeat_loop()),
         ]
-        loops.extend(loop.create_task(extra(self.stop)) for extra in self.loops)
+        loops.extend(loop.create_task(run_more(self.stop)) for run_more in self.loops)
         if self.skew_guard is not None:
             loops.append(loop.create_task(self.skew_guard.run(self.stop)))
         if self.backfills is not None:
