@@ -128,10 +128,24 @@ def _resolve_program(program: str, env: dict[str, str], cwd: str | None) -> str:
     base = cwd or os.getcwd()
     search = os.pathsep.join(d if os.path.isabs(d) else os.path.join(base, d)
                              for d in env.get("PATH", os.defpath).split(os.pathsep))
+    key = (program, search)
+    known = _FOUND.get(key)
+    if known is not None and os.access(known, os.X_OK) and not os.path.isdir(known):
+        return known  # one check instead of a walk of PATH at every run
     found = shutil.which(program, path=search)
     if found is None:
+        _FOUND.pop(key, None)
         raise FileNotFoundError(2, "No such file or directory", program)
+    if len(_FOUND) >= 512:
+        _FOUND.clear()
+    _FOUND[key] = found
     return found
+
+
+#: (program, search path) -> the file found: tasks run the same programs again and again.
+#: A program that went away is looked up again; one put earlier in PATH later is found
+#: once the cached one is gone (execvp would pick it at once).
+_FOUND: dict[tuple[str, str], str] = {}
 
 
 def die_with_daemon(argv: Sequence[str], env: dict[str, str], cwd: str | None,

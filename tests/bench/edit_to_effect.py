@@ -78,7 +78,7 @@ async def bench(root: Path, tasks: int, edits: int) -> dict[str, object]:
                 f'  schedule: "{expr}"' if line.startswith("  schedule:") else line
                 for line in text.splitlines()) + "\n")
             await until(lambda n=name, e=expr: n in sched.tasks
-                        and sched.tasks[n].policy.schedule.expression == e)
+                        and sched.tasks[n].policy.schedule.schedules.expressions == (e,))
             lat["edit"].append(time.perf_counter() - start)
         elif kind == "add":
             new = manifests / "added" / f"new-{k}.yaml"

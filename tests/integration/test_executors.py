@@ -1182,3 +1182,19 @@ def test_python_child_does_not_import_httpx_or_pydantic() -> None:
     )
     out = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_program_removed_between_runs_is_not_found_again(tmp_path: Path) -> None:
+    """Program lookups are remembered between runs; one that went away is looked up
+    again and reported as not found, as at its first run."""
+    program = tmp_path / "bin" / "reconciler-test-tool"
+    program.parent.mkdir()
+    program.write_text("#!/bin/sh\necho tool ran\n")
+    program.chmod(0o755)
+    path = f"{program.parent}{os.pathsep}{os.environ.get('PATH', os.defpath)}"
+    run = RunSpec(command=["reconciler-test-tool"], env={"PATH": path})
+    assert execute(run).output_tail == "tool ran\n"
+    program.unlink()
+    gone = execute(run)
+    assert gone.status is RunStatus.FAILED
+    assert "command not found" in (gone.error or ""), gone
