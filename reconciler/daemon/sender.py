@@ -94,6 +94,9 @@ class NotificationSender:
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._pings: set[asyncio.Task[None]] = set()
+        #: The newest ping of each check (its URL without /start or /fail): a run's
+        #: /start is sent before its /fail or success, never overtaken by it
+        self._last_ping: dict[str, asyncio.Task[None]] = {}
         self.pings_dropped = 0
 
     # ------------------------------------------------------------------ thread
@@ -135,11 +138,22 @@ class NotificationSender:
             self.pings_dropped += 1
             log.warning("ping to %s dropped: %d pings in flight", _host(url), len(self._pings))
             return
-        task = asyncio.get_running_loop().create_task(self._send_ping(url, body))
+        key = ping_check(url)
+        before = self._last_ping.get(key)
+        task = asyncio.get_running_loop().create_task(self._send_ping(url, body, before))
         self._pings.add(task)
+        self._last_ping[key] = task
         task.add_done_callback(self._pings.discard)
+        task.add_done_callback(lambda done: self._forget_ping(key, done))
 
-    async def _send_ping(self, url: str, body: str) -> None:
+    def _forget_ping(self, key: str, done: asyncio.Task[None]) -> None:
+        if self._last_ping.get(key) is done:
+            del self._last_ping[key]
+
+    async def _send_ping(self, url: str, body: str, before: asyncio.Task[None] | None
+                         ) -> None:
+        if before is not None:
+            await asyncio.wait([before])  # in order per check; its outcome does not matter
         result = await self.deliverer.ping(url, body, PING_TIMEOUT)
         if not result.ok:
             log.info("ping to %s failed: %s", _host(url), result.error)
@@ -226,6 +240,14 @@ class NotificationSender:
         self.on_result(row.channel, row.event, "retry")
         return [NotificationUpdate(row.id, OutboxStatus.PENDING, attempt=attempt,
                                    repeats=send.repeats, next_attempt_at=again), *folded]
+
+
+def ping_check(url: str) -> str:
+    """The check a ping URL reports to: the URL without its ``/start`` or ``/fail``."""
+    for suffix in ("/start", "/fail"):
+        if url.endswith(suffix):
+            return url[: -len(suffix)]
+    return url.rstrip("/")
 
 
 def _host(url: str) -> str:
