@@ -143,6 +143,10 @@ def test_reconciler_run_from_the_wheel_answers_healthz(
     wait_until(healthy, 40, "/healthz of the daemon installed from the wheel", interval=0.1)
     page = httpx.get(f"{base}/", timeout=5)
     assert page.status_code == 200 and "<html" in page.text.lower()
-    tasks = httpx.get(f"{base}/api/v1/tasks", timeout=5)
-    assert tasks.status_code == 200, tasks.text
-    assert "heartbeat" in tasks.text
+
+    def applied() -> bool:  # /healthz answers before the first apply of the examples
+        tasks = httpx.get(f"{base}/api/v1/tasks", timeout=5)
+        assert tasks.status_code == 200, tasks.text
+        return "heartbeat" in tasks.text
+
+    wait_until(applied, 40, "the examples applied by the daemon from the wheel", interval=0.2)
