@@ -29,7 +29,7 @@ from reconciler.api.views import (
     schedule_text,
     suspension,
 )
-from reconciler.core.calendars import calendars_of
+from reconciler.core.calendars import calendars_of_rows
 from reconciler.core.protocols import Store
 from reconciler.core.runtime import ActualTask, RunRecord, RunStatus
 from reconciler.core.scheduling import TaskSlots
@@ -325,7 +325,7 @@ def list_document(store: Store, now: Any) -> dict[str, Any]:
     :func:`summary` as the daemon's index, so the two cannot drift apart; a run is
     ``running`` when it is the task's newest run and its row says so."""
     index = TaskIndex()
-    calendars = calendars_of((c.name, c.document) for c in store.load_calendars())
+    calendars = calendars_of_rows(store.load_calendars())
     for row in store.load_tasks():
         index.upsert(row)
         nxt = row.next_fire_at

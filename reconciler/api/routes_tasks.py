@@ -14,7 +14,7 @@ from reconciler.api.errors import ApiError
 from reconciler.api.index import STATES
 from reconciler.api.security import OPTIONAL_AUTH, Reader
 from reconciler.api.views import RunDoc, iso, local_iso, override_doc, redacted_spec, run_doc
-from reconciler.core.calendars import calendars_of, task_calendars
+from reconciler.core.calendars import calendars_of_rows, task_calendars
 from reconciler.core.errors import ReconcilerError, TaskNotFoundError
 from reconciler.core.protocols import ReadModel
 from reconciler.core.redaction import redact
@@ -165,6 +165,6 @@ def _detail_reads(store: ReadModel, name: str, row: Any, nxt: Any, now: Any, wan
     if want_times:
         used = task_calendars(row.document.get("spec"))
         rows = store.load_calendars() if used else []
-        times = _fire_times(row, nxt, now, calendars_of((c.name, c.document) for c in rows))
+        times = _fire_times(row, nxt, now, calendars_of_rows(rows))
     return counts, times
 

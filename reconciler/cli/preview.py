@@ -32,12 +32,12 @@ def _parse_time(text: str) -> datetime:
 
 def declared_slots(args: argparse.Namespace) -> TaskSlots:
     """The slots of ``--task`` as the manifests in ``--manifests`` declare it."""
-    from reconciler.core.calendars import calendars_of
+    from reconciler.core.calendars import calendars_of_rows
     from reconciler.core.scheduling import TaskSlots
     from reconciler.manifests import load_directory
 
     desired = load_directory(args.manifests)
-    calendars = calendars_of((c.name, c.document) for c in desired.calendars)
+    calendars = calendars_of_rows(desired.calendars)
     for task in desired.tasks:
         if task.name == args.task and task.name not in desired.frozen_names:
             return TaskSlots.from_document(task.document, calendars)
@@ -69,13 +69,13 @@ def _slots(args: argparse.Namespace) -> tuple[TaskSlots, str]:
     if args.task:
         slots = declared_slots(args)
         return slots, slots.schedules.time_zone
-    from reconciler.core.calendars import calendars_of
+    from reconciler.core.calendars import calendars_of_rows
 
     store = open_store(args.database)
     row = store.get_task(args.stored)
     if row is None:
         raise TaskNotFoundError(args.stored)
-    calendars = calendars_of((c.name, c.document) for c in store.load_calendars())
+    calendars = calendars_of_rows(store.load_calendars())
     return TaskSlots.from_document(row.document, calendars), row.time_zone
 
 

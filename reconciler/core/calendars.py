@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import (
     BeforeValidator,
@@ -279,6 +279,18 @@ def calendars_of(documents: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, C
         except ValueError:
             continue
     return out
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def document(self) -> dict[str, Any]: ...
+
+
+def calendars_of_rows(rows: Iterable[_Named]) -> dict[str, Calendar]:
+    """:func:`calendars_of` the stored rows or declared calendars (``name``, ``document``)."""
+    return calendars_of((row.name, row.document) for row in rows)
 
 
 def task_calendars(spec: Mapping[str, Any] | None) -> tuple[str, ...]:

@@ -35,7 +35,7 @@ from typing import Any
 
 from kazoo.exceptions import KazooException
 
-from reconciler.core.calendars import calendars_of
+from reconciler.core.calendars import calendars_of_rows
 from reconciler.core.clock import Clock
 from reconciler.core.errors import ReconcilerError
 from reconciler.core.isolation import HostFacts
@@ -259,7 +259,7 @@ class Daemon:
         if hashes == self._calendar_hashes:
             return False
         self._calendar_hashes = hashes
-        self.scheduler.calendars = calendars_of((r.name, r.document) for r in rows)
+        self.scheduler.calendars = calendars_of_rows(rows)
         return True
 
     async def _start_schedule(self, rows: list[ActualTask]) -> None:

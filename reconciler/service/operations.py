@@ -44,7 +44,7 @@ from reconciler.core.backfill import (
     backfill_slots,
     range_bound,
 )
-from reconciler.core.calendars import calendars_of
+from reconciler.core.calendars import calendars_of_rows
 from reconciler.core.clock import Clock
 from reconciler.core.errors import (
     DuplicateRunError,
@@ -326,7 +326,7 @@ class TaskOperations:
         now = self.clock.now()
         try:
             rows = await self.call(self.store.load_calendars)
-            calendars = calendars_of((c.name, c.document) for c in rows)
+            calendars = calendars_of_rows(rows)
             slot = TaskSlots.from_document(row.document, calendars).previous_before(now)
         except (ReconcilerError, ValueError) as exc:
             return None, f"the schedule cannot be read: {exc}"
@@ -417,8 +417,7 @@ class TaskOperations:
         """The stored task, the range read in its zone and its slots in [start, end),
         after its active window and calendars: what a backfill runs (and a dry run shows)."""
         row = await self._task(name)
-        calendars = calendars_of((c.name, c.document)
-                                 for c in await self.call(self.store.load_calendars))
+        calendars = calendars_of_rows(await self.call(self.store.load_calendars))
         try:
             slots = TaskSlots.from_document(row.document, calendars)
             begin = range_bound(start, row.time_zone, "from")

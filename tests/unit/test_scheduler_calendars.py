@@ -11,7 +11,7 @@ from typing import Any
 
 from test_scheduler import Harness, doc
 
-from reconciler.core.calendars import CalendarManifest, calendar_def, calendars_of
+from reconciler.core.calendars import CalendarManifest, calendar_def, calendars_of_rows
 from reconciler.core.model import DesiredState, TaskDef
 from reconciler.core.plan import plan
 
@@ -29,7 +29,7 @@ def apply(h: Harness, task: dict[str, Any], *exclude: Any, zone: str = "Europe/B
     desired = DesiredState(tasks=(TaskDef.from_document(task, "t.yaml"),), calendars=(cal,))
     p = plan(desired, h.store.load_tasks(), calendars=h.store.load_calendars())
     h.store.apply_plan(p, actor="test", revision=None, now=h.clock.now())
-    h.sched.calendars = calendars_of((c.name, c.document) for c in h.store.load_calendars())
+    h.sched.calendars = calendars_of_rows(h.store.load_calendars())
 
 
 TASK = doc("report", "30 2 * * *", timeZone="Europe/Berlin", calendars=["holidays"])
